@@ -1,0 +1,1 @@
+"""The fine-tuning service's HTTP API. It never imports TensorFlow."""

@@ -1,0 +1,53 @@
+"""Label rules shared by the API (checks before queueing) and the worker (the mapping itself)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+Task = Literal["classification", "regression"]
+
+
+class LabelProblem(ValueError):
+    """Label values that a sequence-classification model cannot be trained on."""
+
+
+def task_for_dtype(dtype: str) -> Task:
+    """A float label column means regression (num_labels=1); anything else is classes.
+
+    `dtype` is an Arrow/`datasets` type name such as "int64", "double", "string", "bool".
+    """
+    return "regression" if dtype.startswith(("float", "double", "halffloat")) else "classification"
+
+
+def class_names(values: Iterable[object], max_labels: int) -> list[str]:
+    """The sorted distinct labels, as strings; their order defines the label ids.
+
+    Integers sort numerically (so 0/1 stay ids 0/1), strings lexically; mixing them is an error.
+    """
+    distinct = set()
+    for row, value in enumerate(values, start=1):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise LabelProblem(f"row {row}: the label is missing")
+        distinct.add(value)
+    kinds = {type(v) for v in distinct}
+    if len(kinds) > 1 and not kinds <= {int, bool}:
+        raise LabelProblem(
+            "labels mix types (" + ", ".join(sorted(k.__name__ for k in kinds)) + "); "
+            "use all strings or all integers"
+        )
+    if len(distinct) < 2:
+        only = next(iter(distinct), None)
+        raise LabelProblem(
+            f"the labels have a single class ({only!r}); classification needs at least two"
+        )
+    if len(distinct) > max_labels:
+        raise LabelProblem(f"{len(distinct)} distinct labels is more than the limit {max_labels}")
+    return [str(v) for v in sorted(distinct)]
+
+
+def check_regression_targets(values: Iterable[object]) -> None:
+    for row, value in enumerate(values, start=1):
+        if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+            raise LabelProblem(f"row {row}: regression label {value!r} is not a finite number")

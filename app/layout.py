@@ -1,0 +1,64 @@
+"""Where things live under the storage root, shared by the API and the workers.
+
+Workers on other machines mount the same root, so paths are derived from ids, never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ID_PATTERN = re.compile(r"^(file|job)_[0-9a-f]{32}$")
+CHECKPOINT_STATE_SUFFIX = ".state.json"
+
+
+def is_valid_id(value: str, kind: str) -> bool:
+    return bool(ID_PATTERN.match(value)) and value.startswith(kind + "_")
+
+
+def job_dir(storage_dir: Path, job_id: str) -> Path:
+    if not is_valid_id(job_id, "job"):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return storage_dir / "jobs" / job_id
+
+
+def output_dir(storage_dir: Path, job_id: str) -> Path:
+    """The trained model folder (save_pretrained output plus metrics.json and job.json)."""
+    return job_dir(storage_dir, job_id) / "output"
+
+
+def checkpoint_dir(storage_dir: Path, job_id: str) -> Path:
+    return job_dir(storage_dir, job_id) / "checkpoints"
+
+
+def list_checkpoints(directory: Path) -> list[dict[str, Any]]:
+    """Checkpoints whose state file and data are both on disk, oldest first."""
+    found = []
+    for state_file in directory.glob("ckpt-*" + CHECKPOINT_STATE_SUFFIX):
+        name = state_file.name.removesuffix(CHECKPOINT_STATE_SUFFIX)
+        if not (directory / f"{name}.index").exists():
+            continue
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        found.append(
+            {
+                "name": name,
+                **{
+                    k: state[k]
+                    for k in ("epoch", "step_in_epoch", "global_step", "saved_at")
+                    if k in state
+                },
+            }
+        )
+    return sorted(found, key=lambda c: c.get("global_step", 0))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

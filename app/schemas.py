@@ -1,0 +1,229 @@
+"""The job contract shared by the API and the worker (pure pydantic, no TensorFlow).
+
+Request models are strict and forbid unknown fields: a typo or a smuggled option such as
+`trust_remote_code` is rejected with the field named, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from app.settings import Precision
+
+CLASSIFICATION_METRICS = ("loss", "accuracy", "f1_macro", "matthews_correlation")
+REGRESSION_METRICS = ("loss", "mse", "pearson")
+# Metrics where smaller is better; every other one is maximised.
+MINIMISED_METRICS = frozenset({"loss", "mse"})
+MetricName = Literal["loss", "accuracy", "f1_macro", "matthews_correlation", "mse", "pearson"]
+
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# A local model name: one path segment, no traversal; a hub id adds one "org/" prefix.
+LOCAL_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+HUB_DATASET_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Hyperparameters(StrictModel):
+    epochs: int = Field(default=3, ge=1, le=100)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    max_length: int = Field(default=128, ge=8, le=512)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    eval_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = Field(
+        default="epoch", description="'epoch', or a number of training steps"
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, le=1000, description="evaluations without improvement; off if null"
+    )
+    early_stopping_metric: MetricName = "loss"
+    checkpoint_every_steps: int = Field(default=200, ge=1, le=10_000_000)
+    keep_checkpoints: int = Field(default=3, ge=1, le=50)
+    validation_fraction: float = Field(
+        default=0.1, gt=0, le=0.5, description="held out from training when no validation file"
+    )
+    precision: Precision = "auto"
+    group_by_length: bool = Field(
+        default=True, description="batch rows of similar length together (less padding)"
+    )
+    pad_to_multiple_of: int = Field(default=8, ge=1, le=128)
+    log_every_steps: int = Field(default=10, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Hyperparameters:
+        fields = self.model_fields_set
+        if "early_stopping_metric" in fields and self.early_stopping_patience is None:
+            raise ValueError("early_stopping_metric needs early_stopping_patience to be set")
+        return self
+
+
+class HubDataset(StrictModel):
+    """A Hugging Face Hub dataset reference (needs FINETUNE_ALLOW_HUB and network)."""
+
+    dataset: Annotated[str, StringConstraints(pattern=HUB_DATASET_ID)]
+    config: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    split: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\[\]:%+-]{1,64}$")] = "train"
+
+
+DataSource = Annotated[str, StringConstraints(min_length=1, max_length=4096)] | HubDataset
+
+
+class JobCreate(StrictModel):
+    """The body of POST /v1/jobs: data sources are file ids from /v1/files."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    training_file: DataSource
+    validation_file: DataSource | None = None
+    text_column: ColumnName = "text"
+    text_pair_column: ColumnName | None = None
+    label_column: ColumnName = "label"
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    metadata: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=512)],
+    ] = Field(default_factory=dict, max_length=16)
+    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,2000}$")] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> JobCreate:
+        named = [self.text_column, self.label_column]
+        if self.text_pair_column is not None:
+            named.append(self.text_pair_column)
+        if len(set(named)) != len(named):
+            raise ValueError("text_column, text_pair_column and label_column must be different")
+        return self
+
+
+class JobSpec(JobCreate):
+    """What a worker (or `finetune train SPEC.json`) runs: the same fields as JobCreate, with
+    data sources as file paths instead of file ids."""
+
+
+class Progress(BaseModel):
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total_steps: int = 0
+    percent: float = 0.0
+    eta_seconds: float | None = None
+    tokens_per_second: float | None = None
+    samples_per_second: float | None = None
+    loss: float | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """The public job object."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    model: str
+    training_file: str | HubDataset
+    validation_file: str | HubDataset | None = None
+    text_column: str
+    text_pair_column: str | None = None
+    label_column: str
+    hyperparameters: Hyperparameters
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 0
+    progress: Progress = Field(default_factory=Progress)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict)
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Job]
+    has_more: bool
+
+
+class Event(BaseModel):
+    id: str
+    time: datetime
+    type: Literal["status", "stage", "progress", "metric", "error", "checkpoint", "warning"]
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Event]
+    has_more: bool
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    filename: str
+    bytes: int
+    format: Literal["csv", "jsonl", "parquet"]
+    rows: int
+    columns: list[str]
+    created_at: datetime
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+
+
+class Checkpoint(BaseModel):
+    name: str
+    epoch: int
+    step: int
+    global_step: int
+    created_at: datetime
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    source: Literal["local", "hub"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

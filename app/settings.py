@@ -1,0 +1,85 @@
+"""The one place every deployment setting is read: environment variables prefixed FINETUNE_."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINETUNE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Job files, checkpoints and artifacts: a local folder, or a shared mount in a cluster.
+    storage_dir: Path = Path("var/storage")
+    # Sub-folders are models by name; `make install` puts all-MiniLM-L6-v2 here.
+    models_dir: Path = Path("var/models")
+    # "tenant:key,tenant:key"; empty means single-tenant with no auth (local use).
+    api_keys: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_hub: bool = False
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_labels: int = Field(default=1000, ge=2)
+    # Per-tenant admission limits; over them a submission answers 429.
+    max_running_jobs_per_tenant: int = Field(default=8, ge=1)
+    max_queued_jobs_per_tenant: int = Field(default=1000, ge=1)
+
+    # Queue and worker behaviour.
+    queue_name: str = "finetune"
+    lease_seconds: float = Field(default=30.0, gt=1)
+    max_attempts: int = Field(default=3, ge=1)
+    reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    # A fresh process after this many jobs frees memory TensorFlow keeps; 1 on GPU machines.
+    worker_max_jobs_per_process: int = Field(default=20, ge=1)
+    # Per-worker default; a job's own `precision` hyperparameter wins.
+    worker_precision: Precision = "auto"
+    worker_cache_entries: int = Field(default=4, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_well_formed(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @property
+    def tenants_by_key(self) -> dict[str, str]:
+        return parse_api_keys(self.api_keys)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.storage_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.storage_dir / "jobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.storage_dir / "cache"
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Map key -> tenant from 'tenant:key,tenant:key'."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        tenant, sep, key = item.partition(":")
+        if not sep or not tenant or not key:
+            raise ValueError("FINETUNE_API_KEYS must look like 'tenant:key,tenant:key'")
+        keys[key] = tenant
+    return keys
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

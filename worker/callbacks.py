@@ -1,0 +1,142 @@
+"""Keras callbacks that make `model.fit` observable, checkpointed and stoppable.
+
+They share the run's TrainState and act in list order at each batch end: count the step, report
+progress, evaluate (maybe early-stop), checkpoint, then look for a stop request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tf_keras as keras
+
+from app.schemas import Progress
+from worker.checkpoints import Checkpointer, TrainState
+from worker.errors import TrainingDiverged
+from worker.pipeline.batching import EpochPlan
+from worker.reporter import Reporter, StopSignal
+
+
+class StepCounter(keras.callbacks.Callback):
+    def __init__(self, state: TrainState) -> None:
+        super().__init__()
+        self.state = state
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Throughput in real (unpadded) tokens, ETA, and the running loss every few steps."""
+
+    def __init__(
+        self,
+        state: TrainState,
+        plan: EpochPlan,
+        reporter: Reporter,
+        epochs: int,
+        total_steps: int,
+        every_steps: int,
+    ) -> None:
+        super().__init__()
+        self.state, self.plan, self.reporter = state, plan, reporter
+        self.epochs, self.total_steps, self.every_steps = epochs, total_steps, every_steps
+        self.window_start = time.monotonic()
+        self.window_tokens = 0
+        self.window_rows = 0
+        self.window_steps = 0
+        self.tokens_per_second: float | None = None
+        self.samples_per_second: float | None = None
+        self.seconds_per_step: float | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.window_start = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = float((logs or {}).get("loss", math.nan))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss} at step {self.state.global_step}; "
+                "try a lower learning_rate"
+            )
+        index = self.state.step_in_epoch - 1
+        self.window_tokens += int(self.plan.real_tokens[index])
+        self.window_rows += int(self.plan.rows[index])
+        self.window_steps += 1
+        if self.state.global_step % self.every_steps and self.state.global_step != self.total_steps:
+            return
+        elapsed = max(time.monotonic() - self.window_start, 1e-9)
+        self.tokens_per_second = self.window_tokens / elapsed
+        self.samples_per_second = self.window_rows / elapsed
+        self.seconds_per_step = elapsed / self.window_steps
+        self.window_start, self.window_tokens, self.window_rows = time.monotonic(), 0, 0
+        self.window_steps = 0
+        self.reporter.progress(self.snapshot(loss))
+
+    def snapshot(self, loss: float | None) -> Progress:
+        remaining = self.total_steps - self.state.global_step
+        return Progress(
+            epoch=self.state.epoch + 1,
+            epochs=self.epochs,
+            step=self.state.global_step,
+            total_steps=self.total_steps,
+            percent=round(100.0 * self.state.global_step / max(self.total_steps, 1), 2),
+            eta_seconds=(
+                round(remaining * self.seconds_per_step, 1) if self.seconds_per_step else None
+            ),
+            tokens_per_second=self.tokens_per_second and round(self.tokens_per_second, 1),
+            samples_per_second=self.samples_per_second and round(self.samples_per_second, 2),
+            loss=loss,
+        )
+
+
+class StepEvaluation(keras.callbacks.Callback):
+    """Evaluate every N steps (when `eval_every` is a step count)."""
+
+    def __init__(self, state: TrainState, every_steps: int, evaluate: Callable[[], bool]) -> None:
+        super().__init__()
+        self.state, self.every_steps, self.evaluate = state, every_steps, evaluate
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.state.global_step % self.every_steps == 0 and self.evaluate():
+            self.model.stop_training = True
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    def __init__(self, state: TrainState, checkpointer: Checkpointer, every_steps: int) -> None:
+        super().__init__()
+        self.state, self.checkpointer, self.every_steps = state, checkpointer, every_steps
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.state.global_step % self.every_steps == 0:
+            self.checkpointer.save(self.state)
+
+
+class StopWatcher(keras.callbacks.Callback):
+    """Ends the epoch early when the job is cancelled or the worker is shutting down.
+
+    It sets `stop_training` rather than raising, so `fit` unwinds normally and the loop can
+    checkpoint the exact position before ending the job; evaluation is not part of `fit`
+    here, so nothing else runs after the request.
+    """
+
+    def __init__(self, reporter: Reporter, min_interval_seconds: float = 0.25) -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.min_interval = min_interval_seconds
+        self.last_check = 0.0
+        self.signal: StopSignal = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        if now - self.last_check < self.min_interval:
+            return
+        self.last_check = now
+        signal = self.reporter.stop_requested()
+        if signal is not None:
+            self.signal = signal
+            self.model.stop_training = True

@@ -1,0 +1,121 @@
+"""Full training state on disk: weights, optimizer slots, dropout RNG, and the data position.
+
+TensorFlow's CheckpointManager holds the tensors; a JSON state file beside each checkpoint holds
+where in the data the run was (epoch, step within it) and the evaluation/early-stopping record.
+The state file is written first, under a temporary name, so a checkpoint the index points at
+always has its state, and a failed write never damages the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from app.layout import CHECKPOINT_STATE_SUFFIX, write_atomically
+from worker.errors import StorageError
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # the epoch in progress (0-based)
+    step_in_epoch: int = 0  # batches of that epoch already trained on
+    global_step: int = 0
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    best_value: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    saved_at: float = 0.0
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        raw = json.loads(text)
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def dropout_generators(model: tf.keras.Model) -> list[tf.random.Generator]:
+    """The dropout layers' random generators, in a stable order.
+
+    tf-keras keeps them out of checkpoints on purpose (backward compatibility); without them a
+    resumed run would draw different dropout masks than an uninterrupted one. They are created
+    lazily inside the first traced step, so create them here, eagerly, from the seeded state.
+    """
+    generators = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        random_generator = getattr(layer, "_random_generator", None)
+        if random_generator is None:
+            continue
+        random_generator._maybe_init()
+        generator = getattr(random_generator, "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            generators.append(generator)
+    return generators
+
+
+class Checkpointer:
+    def __init__(self, directory: Path, model: tf.keras.Model, optimizer: Any, keep: int) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, dropout_rng=dropout_generators(model)
+        )
+        self.weights_only = tf.train.Checkpoint(model=model)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(directory), max_to_keep=keep, checkpoint_name="ckpt"
+        )
+        self.last_saved_step: int | None = None
+
+    def save(self, state: TrainState) -> str:
+        state.saved_at = time.time()
+        name = f"ckpt-{state.global_step}"
+        try:
+            write_atomically(
+                self.directory / (name + CHECKPOINT_STATE_SUFFIX), json.dumps(asdict(state))
+            )
+            path = self.manager.save(checkpoint_number=state.global_step)
+        except (OSError, tf.errors.OpError) as exc:
+            raise StorageError(
+                f"could not write checkpoint at step {state.global_step}: {exc}"
+            ) from exc
+        self._prune_state_files()
+        self.last_saved_step = state.global_step
+        return path
+
+    def restore_latest(self) -> TrainState | None:
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return None
+        state_file = Path(latest + CHECKPOINT_STATE_SUFFIX)
+        if not state_file.exists():
+            return None
+        self.checkpoint.restore(latest)
+        self.last_saved_step = None
+        return TrainState.from_json(state_file.read_text())
+
+    def save_best(self, global_step: int) -> None:
+        """Weights only, for early stopping; replaces the previous best."""
+        try:
+            self.weights_only.write(str(self.directory / "best" / "weights"))
+        except (OSError, tf.errors.OpError) as exc:
+            raise StorageError(
+                f"could not write the best weights at step {global_step}: {exc}"
+            ) from exc
+
+    def restore_best(self) -> bool:
+        prefix = self.directory / "best" / "weights"
+        if not Path(str(prefix) + ".index").exists():
+            return False
+        self.weights_only.read(str(prefix)).expect_partial()
+        return True
+
+    def _prune_state_files(self) -> None:
+        kept = {Path(p).name for p in self.manager.checkpoints}
+        for state_file in self.directory.glob("ckpt-*" + CHECKPOINT_STATE_SUFFIX):
+            if state_file.name.removesuffix(CHECKPOINT_STATE_SUFFIX) not in kept:
+                state_file.unlink(missing_ok=True)

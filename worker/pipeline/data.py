@@ -1,0 +1,204 @@
+"""Stage 1: load the training and validation data with `datasets` and map labels to ids."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import ClassLabel, Dataset
+
+from app.labels import LabelProblem, Task, check_regression_targets, class_names, task_for_dtype
+from app.schemas import HubDataset, JobSpec
+from worker.errors import DataNotFound, InvalidInput
+
+FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+LABELS = "labels"  # the column transformers' TF models take their targets from
+
+
+@dataclass
+class LabelInfo:
+    task: Task
+    names: list[str] = field(default_factory=list)  # id -> label, classification only
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.task == "regression" else len(self.names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names)) if self.names else {0: "LABEL_0"}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in self.id2label.items()}
+
+
+@dataclass
+class LoadedData:
+    train: Dataset
+    validation: Dataset
+    labels: LabelInfo
+    validation_held_out: bool
+    fingerprints: dict[str, Any]
+
+
+def load_source(
+    source: str | HubDataset, *, allow_hub: bool, cache_dir: Path | None = None
+) -> Dataset:
+    """A file path (CSV, JSON Lines, Parquet) or a hub dataset, as one `datasets.Dataset`."""
+    cache = str(cache_dir) if cache_dir else None
+    if isinstance(source, HubDataset):
+        if not allow_hub:
+            raise DataNotFound(
+                f"hub dataset '{source.dataset}' needs hub access (FINETUNE_ALLOW_HUB=true)"
+            )
+        try:
+            loaded = datasets.load_dataset(
+                source.dataset, source.config, split=source.split, cache_dir=cache
+            )
+        except Exception as exc:
+            raise DataNotFound(f"could not load hub dataset '{source.dataset}': {exc}") from exc
+        assert isinstance(loaded, Dataset)
+        return loaded
+    path = Path(source)
+    if not path.is_file():
+        raise DataNotFound(f"data file '{path.name}' does not exist")
+    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidInput(f"'{path.name}': unsupported file type; use .csv, .jsonl or .parquet")
+    try:
+        loaded = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache)
+    except Exception as exc:
+        raise InvalidInput(f"could not read '{path.name}' as {fmt}: {_first_line(exc)}") from exc
+    assert isinstance(loaded, Dataset)
+    return loaded
+
+
+def file_fingerprint(source: str | HubDataset) -> str:
+    if isinstance(source, HubDataset):
+        return f"hub:{source.dataset}:{source.config}:{source.split}"
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def check_columns(ds: Dataset, spec: JobSpec, split: str) -> None:
+    wanted = [spec.text_column, spec.label_column]
+    if spec.text_pair_column:
+        wanted.append(spec.text_pair_column)
+    missing = [c for c in wanted if c not in ds.column_names]
+    if missing:
+        raise InvalidInput(
+            f"{split} data has no column {', '.join(repr(c) for c in missing)}; "
+            f"its columns are {', '.join(ds.column_names)}"
+        )
+    if len(ds) == 0:
+        raise InvalidInput(f"{split} data has no rows")
+    for column in wanted[:1] + wanted[2:]:
+        for row, value in enumerate(ds[column], start=1):
+            if value is None:
+                raise InvalidInput(f"{split} data row {row}: text column '{column}' is empty")
+            if not isinstance(value, str):
+                raise InvalidInput(
+                    f"{split} data row {row}: text column '{column}' holds "
+                    f"{type(value).__name__}, not text"
+                )
+
+
+def infer_labels(ds: Dataset, label_column: str, max_labels: int) -> LabelInfo:
+    feature = ds.features[label_column]
+    values = list(ds[label_column])
+    try:
+        if isinstance(feature, ClassLabel):
+            return LabelInfo("classification", list(feature.names))
+        task = task_for_dtype(getattr(feature, "dtype", "string"))
+        if task == "regression":
+            check_regression_targets(values)
+            return LabelInfo("regression")
+        return LabelInfo("classification", class_names(values, max_labels))
+    except LabelProblem as exc:
+        raise InvalidInput(f"training data, column '{label_column}': {exc}") from exc
+
+
+def encode_labels(ds: Dataset, label_column: str, labels: LabelInfo, split: str) -> Dataset:
+    """Add the `labels` column (class ids, or float targets for regression)."""
+    values = list(ds[label_column])
+    if labels.task == "regression":
+        try:
+            check_regression_targets(values)
+        except LabelProblem as exc:
+            raise InvalidInput(f"{split} data, column '{label_column}': {exc}") from exc
+        targets: list[Any] = [float(v) for v in values]
+    elif isinstance(ds.features[label_column], ClassLabel):
+        targets = values
+    else:
+        ids = labels.label2id
+        targets = []
+        for row, value in enumerate(values, start=1):
+            label_id = ids.get(str(value)) if value is not None else None
+            if label_id is None:
+                raise InvalidInput(
+                    f"{split} data row {row}: label {value!r} is not one of the training "
+                    f"labels ({', '.join(labels.names[:20])})"
+                )
+            targets.append(label_id)
+    if LABELS in ds.column_names:
+        ds = ds.remove_columns(LABELS)
+    return ds.add_column(LABELS, targets)
+
+
+def load_splits(
+    spec: JobSpec, *, allow_hub: bool, max_labels: int, cache_dir: Path | None = None
+) -> LoadedData:
+    hp = spec.hyperparameters
+    train = load_source(spec.training_file, allow_hub=allow_hub, cache_dir=cache_dir)
+    check_columns(train, spec, "training")
+    labels = infer_labels(train, spec.label_column, max_labels)
+    fingerprints: dict[str, Any] = {"training": file_fingerprint(spec.training_file)}
+    train = encode_labels(train, spec.label_column, labels, "training")
+
+    if spec.validation_file is not None:
+        validation = load_source(spec.validation_file, allow_hub=allow_hub, cache_dir=cache_dir)
+        check_columns(validation, spec, "validation")
+        validation = encode_labels(validation, spec.label_column, labels, "validation")
+        fingerprints["validation"] = file_fingerprint(spec.validation_file)
+        held_out = False
+    else:
+        if len(train) < 2:
+            raise InvalidInput("training data needs at least 2 rows to hold out a validation set")
+        train, validation = _hold_out(train, labels, hp.validation_fraction, hp.seed)
+        fingerprints["validation"] = {
+            "held_out_from": "training",
+            "fraction": hp.validation_fraction,
+            "seed": hp.seed,
+        }
+        held_out = True
+    fingerprints["rows"] = {"training": len(train), "validation": len(validation)}
+    return LoadedData(train, validation, labels, held_out, fingerprints)
+
+
+def _hold_out(
+    ds: Dataset, labels: LabelInfo, fraction: float, seed: int
+) -> tuple[Dataset, Dataset]:
+    """A seeded split; stratified by class when every class has enough rows for it."""
+    if labels.task == "classification":
+        try:
+            stratified = ds.cast_column(LABELS, ClassLabel(names=labels.names))
+            parts = stratified.train_test_split(
+                test_size=fraction, seed=seed, stratify_by_column=LABELS
+            )
+            return parts["train"], parts["test"]
+        except ValueError:
+            pass  # a class too small to stratify: fall back to a plain seeded split
+    parts = ds.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

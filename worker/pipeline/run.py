@@ -1,0 +1,135 @@
+"""The whole recipe for one job: load -> tokenize -> batch -> compile -> fit -> save.
+
+Used by the Celery task and by `finetune train`; knows nothing about either.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+
+from app.schemas import JobSpec
+from app.settings import Precision
+from worker.hardware import apply_precision, resolve_precision
+from worker.pipeline.data import load_splits
+from worker.pipeline.encode import tokenize
+from worker.pipeline.model import find_model, load_model, load_tokenizer
+from worker.pipeline.save import library_versions, save_outputs
+from worker.pipeline.train import Trainer
+from worker.reporter import Reporter
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    models_dir: Path
+    allow_hub: bool = False
+    max_labels: int = 1000
+    cache_dir: Path | None = None
+    default_precision: Precision = "auto"
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TF seeds, and dropout drawn from tf.random.Generator objects whose
+    state is a variable, so it is checkpointed and a resumed run draws the same masks."""
+    tf_keras.backend.clear_session()
+    tf_keras.backend.experimental.enable_tf_random_generator()
+    tf_keras.utils.set_random_seed(seed)
+
+
+def run_pipeline(
+    spec: JobSpec,
+    output_dir: Path,
+    checkpoint_dir: Path,
+    reporter: Reporter,
+    options: PipelineOptions,
+) -> dict[str, Any]:
+    hp = spec.hyperparameters
+    started = time.monotonic()
+    seed_everything(hp.seed)
+    requested = hp.precision if hp.precision != "auto" else options.default_precision
+    policy = resolve_precision(requested)
+    apply_precision(policy)
+
+    ref = find_model(spec.model, options.models_dir, options.allow_hub)
+    reporter.event("stage", f"loading data for {ref.name}")
+    t0 = time.monotonic()
+    data = load_splits(
+        spec,
+        allow_hub=options.allow_hub,
+        max_labels=options.max_labels,
+        cache_dir=options.cache_dir,
+    )
+    reporter.event(
+        "stage",
+        f"loaded {len(data.train)} training and {len(data.validation)} validation rows"
+        + (" (held out from training)" if data.validation_held_out else "")
+        + f" in {time.monotonic() - t0:.1f} s",
+        task=data.labels.task,
+        num_labels=data.labels.num_labels,
+    )
+
+    tokenizer = load_tokenizer(ref)
+    t0 = time.monotonic()
+    train = tokenize(data.train, tokenizer, spec.text_column, spec.text_pair_column, hp.max_length)
+    validation = tokenize(
+        data.validation, tokenizer, spec.text_column, spec.text_pair_column, hp.max_length
+    )
+    reporter.event(
+        "stage",
+        f"tokenized {len(train) + len(validation)} rows in {time.monotonic() - t0:.1f} s",
+    )
+
+    reporter.event("stage", f"loading model {ref.name} ({policy})")
+    t0 = time.monotonic()
+    model = load_model(ref, data.labels)
+    reporter.event("stage", f"loaded model in {time.monotonic() - t0:.1f} s")
+
+    trainer = Trainer(
+        model, tokenizer, train, validation, data.labels, hp, reporter, checkpoint_dir
+    )
+    reporter.event(
+        "stage",
+        f"training: {hp.epochs} epochs of {trainer.steps_per_epoch} steps",
+        total_steps=trainer.total_steps,
+    )
+    result = trainer.run()
+
+    reporter.event("stage", "saving model")
+    metrics = {
+        "final": result.final_metrics,
+        "evaluations": result.state.evaluations,
+        "best_step": result.state.best_step,
+        "stopped_early": result.stopped_early,
+        "restored_best_weights": result.restored_best,
+        "train_seconds": round(result.seconds, 2),
+        "total_seconds": round(time.monotonic() - started, 2),
+        "real_tokens": result.real_tokens,
+        "padded_tokens": result.padded_tokens,
+        "real_tokens_per_second": round(result.real_tokens / max(result.seconds, 1e-9), 1),
+        "global_step": result.state.global_step,
+        "resumed_from_step": result.resumed_from_step,
+    }
+    job = {
+        "spec": spec.model_dump(mode="json"),
+        "hyperparameters": hp.model_dump(mode="json"),
+        "seed": hp.seed,
+        "model_source": {"name": ref.name, "source": ref.source},
+        "task": data.labels.task,
+        "id2label": {str(k): v for k, v in data.labels.id2label.items()},
+        "precision": policy,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "versions": library_versions(),
+        "data": data.fingerprints,
+    }
+    history = {
+        "epoch_train_loss": result.state.epoch_losses,
+        "evaluations": result.state.evaluations,
+    }
+    save_outputs(output_dir, model, tokenizer, metrics, job, history)
+    reporter.event("stage", "saved model", metrics=result.final_metrics)
+    return metrics

@@ -1,0 +1,243 @@
+"""Stages 4 and 5: compile with the model's own loss and `create_optimizer`, then `fit`.
+
+`fit` runs once per epoch (or the rest of one, after a resume) because each epoch has its own
+seeded order; Keras keeps the compiled train step across the calls.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase, TFPreTrainedModel, create_optimizer
+
+from app.schemas import MINIMISED_METRICS, Hyperparameters
+from worker.callbacks import (
+    PeriodicCheckpoint,
+    ProgressCallback,
+    StepCounter,
+    StepEvaluation,
+    StopWatcher,
+)
+from worker.checkpoints import Checkpointer, TrainState
+from worker.errors import InvalidInput, JobCancelled, JobInterrupted, OutOfMemory
+from worker.pipeline.batching import eval_batches, eval_labels, plan_epoch, train_batches
+from worker.pipeline.data import LabelInfo
+from worker.pipeline.metrics import classification_metrics, regression_metrics
+from worker.reporter import Reporter
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    final_metrics: dict[str, float]
+    stopped_early: bool
+    restored_best: bool
+    resumed_from_step: int | None
+    seconds: float
+    real_tokens: int
+    padded_tokens: int
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: TFPreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        train_ds: Dataset,
+        validation_ds: Dataset,
+        labels: LabelInfo,
+        hp: Hyperparameters,
+        reporter: Reporter,
+        checkpoint_dir: Path,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.train_ds, self.validation_ds = train_ds, validation_ds
+        self.labels, self.hp, self.reporter = labels, hp, reporter
+        self.steps_per_epoch = math.ceil(len(train_ds) / hp.batch_size)
+        self.total_steps = self.steps_per_epoch * hp.epochs
+        if self.total_steps == 0:
+            raise InvalidInput("training data has no rows")
+        self.optimizer, _ = create_optimizer(
+            init_lr=hp.learning_rate,
+            num_train_steps=self.total_steps,
+            num_warmup_steps=int(hp.warmup_ratio * self.total_steps),
+            weight_decay_rate=hp.weight_decay,
+        )
+        metrics = ["accuracy"] if labels.task == "classification" else []
+        # No loss argument: transformers' models compute their own task loss.
+        model.compile(optimizer=self.optimizer, metrics=metrics)
+        self.checkpointer = Checkpointer(checkpoint_dir, model, self.optimizer, hp.keep_checkpoints)
+        self.eval_ds = eval_batches(
+            model, validation_ds, tokenizer, hp.batch_size, hp.pad_to_multiple_of
+        )
+        self.eval_targets = eval_labels(validation_ds)
+        self.state = TrainState()
+        self.stopped_early = False
+
+    # -- evaluation and early stopping -------------------------------------------------------
+
+    def evaluate(self) -> bool:
+        """Run validation, record it, and say whether early stopping should end training."""
+        outputs = self.model.predict(self.eval_ds, verbose=0)
+        logits = np.asarray(outputs["logits"], dtype=np.float32)
+        if self.labels.task == "classification":
+            metrics = classification_metrics(logits, self.eval_targets)
+        else:
+            metrics = regression_metrics(logits, self.eval_targets)
+        record: dict[str, Any] = {
+            "epoch": round(self.state.global_step / self.steps_per_epoch, 4),
+            "step": self.state.global_step,
+            **{k: round(v, 6) for k, v in metrics.items()},
+        }
+        self.state.evaluations.append(record)
+        self.reporter.evaluation(record)
+        return self._update_early_stopping(metrics)
+
+    def _update_early_stopping(self, metrics: dict[str, float]) -> bool:
+        patience = self.hp.early_stopping_patience
+        if patience is None:
+            return False
+        name = self.hp.early_stopping_metric
+        if name not in metrics:
+            raise InvalidInput(
+                f"early_stopping_metric '{name}' does not apply to {self.labels.task}; "
+                f"use one of {', '.join(metrics)}"
+            )
+        value = metrics[name]
+        best = self.state.best_value
+        improved = best is None or (value < best if name in MINIMISED_METRICS else value > best)
+        if improved:
+            self.state.best_value, self.state.best_step = value, self.state.global_step
+            self.state.evals_without_improvement = 0
+            self.checkpointer.save_best(self.state.global_step)
+            return False
+        self.state.evals_without_improvement += 1
+        if self.state.evals_without_improvement >= patience:
+            self.stopped_early = True
+            self.reporter.event(
+                "stage",
+                f"early stopping at step {self.state.global_step}: {name} has not improved on "
+                f"{best:.4f} (step {self.state.best_step}) for {patience} evaluations",
+                step=self.state.global_step,
+            )
+            return True
+        return False
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        started = time.monotonic()
+        restored = self.checkpointer.restore_latest()
+        resumed_from = None
+        if restored is not None:
+            self.state = restored
+            resumed_from = restored.global_step
+            self.reporter.event(
+                "stage",
+                f"resumed from checkpoint at step {restored.global_step} "
+                f"(epoch {restored.epoch + 1}, batch {restored.step_in_epoch})",
+                step=restored.global_step,
+                resumed=True,
+            )
+            patience = self.hp.early_stopping_patience
+            if patience is not None and restored.evals_without_improvement >= patience:
+                self.stopped_early = True
+        real_tokens = padded_tokens = 0
+        try:
+            while self.state.epoch < self.hp.epochs and not self.stopped_early:
+                real, padded = self._run_epoch()
+                real_tokens += real
+                padded_tokens += padded
+        except tf.errors.ResourceExhaustedError as exc:
+            raise OutOfMemory(
+                f"out of memory at step {self.state.global_step}; lower batch_size or max_length"
+            ) from exc
+        restored_best = False
+        if self.hp.early_stopping_patience is not None and self.state.best_step is not None:
+            restored_best = self.checkpointer.restore_best()
+        final = self._final_metrics()
+        return TrainResult(
+            state=self.state,
+            final_metrics=final,
+            stopped_early=self.stopped_early,
+            restored_best=restored_best,
+            resumed_from_step=resumed_from,
+            seconds=time.monotonic() - started,
+            real_tokens=real_tokens,
+            padded_tokens=padded_tokens,
+        )
+
+    def _run_epoch(self) -> tuple[int, int]:
+        hp, state = self.hp, self.state
+        plan = plan_epoch(self.train_ds, hp.batch_size, hp.seed, state.epoch, hp.group_by_length)
+        skip = state.step_in_epoch
+        real = int(plan.real_tokens[skip:].sum())
+        padded = int(plan.padded_tokens(hp.pad_to_multiple_of)[skip:].sum())
+        self.reporter.event(
+            "stage",
+            f"epoch {state.epoch + 1}/{hp.epochs} started",
+            epoch=state.epoch + 1,
+            step=state.global_step,
+        )
+        progress = ProgressCallback(
+            state, plan, self.reporter, hp.epochs, self.total_steps, hp.log_every_steps
+        )
+        watcher = StopWatcher(self.reporter)
+        callbacks: list[Any] = [StepCounter(state), progress]
+        if hp.eval_every != "epoch":
+            callbacks.append(StepEvaluation(state, int(hp.eval_every), self.evaluate))
+        callbacks += [
+            PeriodicCheckpoint(state, self.checkpointer, hp.checkpoint_every_steps),
+            watcher,
+        ]
+        if skip < plan.steps:
+            batches = train_batches(
+                self.model, self.train_ds, self.tokenizer, plan, hp.pad_to_multiple_of, skip
+            )
+            history = self.model.fit(
+                batches,
+                epochs=state.epoch + 1,
+                initial_epoch=state.epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            losses = history.history.get("loss") or [math.nan]
+            epoch_loss = float(losses[-1])
+        else:
+            epoch_loss = math.nan
+        if watcher.signal is not None:
+            if self.checkpointer.last_saved_step != state.global_step:
+                self.checkpointer.save(state)
+            if watcher.signal == "cancel":
+                raise JobCancelled(state.global_step)
+            raise JobInterrupted(state.global_step)
+        if self.stopped_early:
+            return real, padded
+        state.epoch_losses.append(round(epoch_loss, 6))
+        state.epoch += 1
+        state.step_in_epoch = 0
+        if hp.eval_every == "epoch":
+            self.evaluate()
+        self.checkpointer.save(state)
+        return real, padded
+
+    def _final_metrics(self) -> dict[str, float]:
+        evaluations = self.state.evaluations
+        if self.hp.early_stopping_patience is not None and self.state.best_step is not None:
+            best = [e for e in evaluations if e["step"] == self.state.best_step]
+            if best:
+                return _metric_values(best[-1])
+        if not evaluations or evaluations[-1]["step"] != self.state.global_step:
+            self.evaluate()
+        return _metric_values(self.state.evaluations[-1])
+
+
+def _metric_values(record: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if k not in ("epoch", "step")}

@@ -1,0 +1,47 @@
+"""How a running pipeline tells the world what it is doing and learns it should stop.
+
+The pipeline only sees this interface; the service backs it with Redis (worker/tasks.py), the
+offline `finetune train` command with a progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal, Protocol
+
+from app.schemas import Progress
+
+StopSignal = Literal["cancel", "interrupt"] | None
+
+log = logging.getLogger("finetune.pipeline")
+
+
+class Reporter(Protocol):
+    def event(self, type: str, message: str, **data: Any) -> None: ...
+
+    def progress(self, progress: Progress) -> None: ...
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        """One validation result: {"epoch", "step", "loss", ...metrics}."""
+
+    def stop_requested(self) -> StopSignal: ...
+
+
+class LogReporter:
+    """Logs events; never asks to stop. The base for other reporters and for tests."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def event(self, type: str, message: str, **data: Any) -> None:
+        log.info(message, extra={"event_type": type, "data": data})
+
+    def progress(self, progress: Progress) -> None:
+        log.debug("progress", extra={"data": progress.model_dump()})
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        log.info("evaluation", extra={"data": record})
+
+    def stop_requested(self) -> StopSignal:
+        return None
