@@ -77,8 +77,7 @@ class Hyperparameters(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Hyperparameters:
-        fields = self.model_fields_set
-        if "early_stopping_metric" in fields and self.early_stopping_patience is None:
+        if self.early_stopping_metric != "loss" and self.early_stopping_patience is None:
             raise ValueError("early_stopping_metric needs early_stopping_patience to be set")
         return self
 

@@ -1,0 +1,222 @@
+"""The `finetune` command: run the service locally, or one job offline without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import typer
+from rich.console import Console
+
+from app.settings import get_settings
+
+cli = typer.Typer(help="Fine-tune Hugging Face models with TensorFlow/Keras.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@cli.command()
+def train(
+    spec_file: Annotated[
+        Path,
+        typer.Argument(
+            help="job spec JSON (the POST /v1/jobs body, with file paths instead of file ids)"
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output model folder")],
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="where checkpoints go (default: OUTPUT/checkpoints)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run one job in this process and write the trained model folder (resumes if stopped)."""
+    from pydantic import ValidationError
+
+    from app.schemas import JobSpec
+
+    try:
+        spec = JobSpec.model_validate_json(spec_file.read_text())
+    except (OSError, ValidationError) as exc:
+        console.print(f"[red]invalid spec {spec_file}:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    spec = _resolve_relative_paths(spec, spec_file.parent)
+
+    import worker  # noqa: F401  (Keras 2 switch before TensorFlow loads)
+    from worker.errors import JobError, StopRequested
+    from worker.pipeline.run import PipelineOptions, run_pipeline
+    from worker.progress import ConsoleReporter
+
+    settings = get_settings()
+    options = PipelineOptions(
+        models_dir=settings.models_dir,
+        allow_hub=settings.allow_hub,
+        max_labels=settings.max_labels,
+        cache_dir=settings.cache_dir / "datasets",
+        default_precision=settings.worker_precision,
+    )
+    with ConsoleReporter(console, enabled=not quiet) as reporter:
+        try:
+            metrics = run_pipeline(
+                spec, output, checkpoint_dir or output / "checkpoints", reporter, options
+            )
+        except JobError as exc:
+            console.print(f"[red]failed ({exc.code}):[/red] {exc.message}")
+            raise typer.Exit(1) from exc
+        except StopRequested as exc:
+            console.print(f"[yellow]{exc}[/yellow]; run the same command again to resume")
+            raise typer.Exit(130) from exc
+    print(json.dumps({"output": str(output), **metrics}, indent=2))
+
+
+def _resolve_relative_paths(spec: Any, base: Path) -> Any:
+    updates = {}
+    for field in ("training_file", "validation_file"):
+        value = getattr(spec, field)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            candidate = base / value
+            if candidate.exists():
+                updates[field] = str(candidate)
+    return spec.model_copy(update=updates) if updates else spec
+
+
+@cli.command()
+def serve() -> None:
+    """The HTTP API (uvicorn) on FINETUNE_HOST:FINETUNE_PORT."""
+    settings = get_settings()
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+            "--no-access-log",
+        ],
+    )
+
+
+def worker_command(name: str | None = None) -> list[str]:
+    settings = get_settings()
+    name = name or f"worker-{os.getpid()}"
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        settings.log_level,
+        "--concurrency",
+        "1",
+        "--pool",
+        "prefork",
+        "-Q",
+        settings.queue_name,
+        "--hostname",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+@cli.command("worker")
+def run_worker(name: Annotated[str | None, typer.Option(help="unique worker name")] = None) -> None:
+    """One training worker (one per GPU: set CUDA_VISIBLE_DEVICES for each)."""
+    command = worker_command(name)
+    os.execvp(command[0], command)
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@cli.command()
+def up() -> None:
+    """Redis (if none answers), the API and one worker, in the foreground; Ctrl-C stops all."""
+    settings = get_settings()
+    processes: list[subprocess.Popen[bytes]] = []
+    if not redis_answers(settings.redis_url):
+        parsed = urlparse(settings.redis_url)
+        if parsed.hostname not in ("127.0.0.1", "localhost"):
+            console.print(f"[red]Redis at {settings.redis_url} does not answer[/red]")
+            raise typer.Exit(1)
+        data_dir = settings.storage_dir.parent / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        console.print(f"starting redis-server on port {parsed.port or 6379} (data in {data_dir})")
+        processes.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(parsed.port or 6379),
+                    "--bind",
+                    "127.0.0.1",
+                    "--appendonly",
+                    "yes",
+                    "--dir",
+                    str(data_dir.resolve()),
+                    "--save",
+                    "",
+                ]
+            )
+        )
+        deadline = time.monotonic() + 10
+        while not redis_answers(settings.redis_url):
+            if time.monotonic() > deadline:
+                console.print("[red]redis-server did not start[/red]")
+                raise typer.Exit(1)
+            time.sleep(0.1)
+    api = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--no-access-log",
+    ]
+    processes.append(subprocess.Popen(api))
+    processes.append(subprocess.Popen(worker_command("worker-1")))
+    console.print(f"API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops")
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Every error answers {"error": {"code", "message", "param"}}, naming what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+        self.headers = headers
+
+
+def not_found(kind: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"no {kind} with id '{ident}'", None)
+
+
+def invalid(message: str, param: str | None) -> ApiError:
+    return ApiError(422, "invalid_request", message, param)
+
+
+def _body(code: str, message: str, param: str | None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "param": param}}
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # pydantic names union members ("str", "HubDataset"); they are not fields
+    parts = [
+        p
+        for p in parts
+        if p not in ("str", "HubDataset", "int", "function-after[_consistent(), Hyperparameters]")
+    ]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            _body(exc.code, exc.message, exc.param), status_code=exc.status, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = _param(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid request"))
+        if first.get("type") == "extra_forbidden":
+            message = f"unknown field '{param}'"
+        elif param:
+            message = f"{param}: {message}"
+        return JSONResponse(_body("invalid_request", message, param), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "file_too_large",
+        }
+        return JSONResponse(
+            _body(codes.get(exc.status_code, "http_error"), str(exc.detail), None),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

@@ -1,0 +1,46 @@
+"""create_app(): routers, error handlers and start-up checks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.routes import files, health, jobs
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("finetune.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        if not settings.tenants_by_key:
+            log.warning("no FINETUNE_API_KEYS set: single-tenant mode, no authentication")
+        settings.storage_dir.mkdir(parents=True, exist_ok=True)
+        yield
+
+    app = FastAPI(
+        title="finetune-service",
+        version="1",
+        summary="Fine-tune Hugging Face models with TensorFlow/Keras",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(files.build_router(settings.max_upload_bytes))
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,59 @@
+"""The Celery app as the API sees it: configuration plus sending the task by name.
+
+The worker builds its app from the same function, so both sides agree on serializer, queue
+and acknowledgement semantics; the API never imports the worker (or TensorFlow).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.settings import Settings, get_settings
+
+RUN_JOB_TASK = "finetune.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("finetune", broker=settings.redis_url)
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # never pickle: a message must not be able to run code
+        task_ignore_result=True,  # results live in the job store, not a result backend
+        task_default_queue=settings.queue_name,
+        # Hour-long tasks: acknowledge after the run, re-deliver if the worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_max_tasks_per_child=settings.worker_max_jobs_per_process,
+        # Must stay off: a Redis blip would otherwise abort training in progress.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={"visibility_timeout": 3600},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return celery
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def dispatch(celery: Celery, queue: str, job_id: str, attempt: int) -> None:
+    celery.send_task(
+        RUN_JOB_TASK,
+        args=[job_id, attempt],
+        queue=queue,
+        retry=True,
+        retry_policy={
+            "max_retries": 20,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 2.0,
+        },
+    )

@@ -1,0 +1,120 @@
+"""Dataset uploads: streamed to disk under a size limit, checked, then listed (never before)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.datafiles import STORED_SUFFIX, DataFileProblem, format_for, inspect_file
+from app.deps import SettingsDep, StoreDep, TenantDep
+from app.errors import ApiError, invalid, not_found
+from app.layout import is_valid_id
+from app.schemas import FileList, FileObject
+from app.store import FileRecord, new_id, now
+
+MULTIPART_OVERHEAD = 64 * 1024
+CHUNK = 1 << 20
+
+
+def file_path(files_dir: Path, file_id: str, fmt: str) -> Path:
+    return files_dir / f"{file_id}{STORED_SUFFIX[fmt]}"  # type: ignore[index]
+
+
+def build_router(max_upload_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/v1/files", tags=["files"])
+
+    @router.post(
+        "",
+        status_code=201,
+        response_model=FileObject,
+        max_body_size=max_upload_bytes + MULTIPART_OVERHEAD,
+        summary="Upload a CSV, JSON Lines or Parquet dataset (multipart field 'file')",
+    )
+    async def upload_file(
+        request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep
+    ) -> FileObject:
+        limit = settings.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+            raise _too_large(limit)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except ApiError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status_code", None) == 413:
+                raise _too_large(limit) from exc
+            raise invalid(f"could not read the multipart body: {exc}", "file") from exc
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise invalid("send the dataset as multipart form field 'file'", "file")
+        filename = Path(upload.filename or "").name
+        try:
+            fmt = format_for(filename)
+        except DataFileProblem as exc:
+            raise invalid(str(exc), "file") from exc
+        file_id = new_id("file")
+        settings.files_dir.mkdir(parents=True, exist_ok=True)
+        final = file_path(settings.files_dir, file_id, fmt)
+        partial = final.with_name(f".{final.name}.partial")
+        size = 0
+        try:
+            with partial.open("wb") as out:
+                while chunk := await upload.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    out.write(chunk)
+            try:
+                inspection = await run_in_threadpool(inspect_file, partial, fmt)
+            except DataFileProblem as exc:
+                raise ApiError(422, "invalid_file", f"'{filename}': {exc}", "file") from exc
+            partial.replace(final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        public = FileObject(
+            id=file_id,
+            filename=filename,
+            bytes=size,
+            format=fmt,
+            rows=inspection.rows,
+            columns=inspection.columns,
+            created_at=now(),
+        )
+        store.put_file(
+            FileRecord(public=public, tenant=tenant, path=str(final), dtypes=inspection.dtypes)
+        )
+        return public
+
+    @router.get("", response_model=FileList)
+    def list_files(tenant: TenantDep, store: StoreDep) -> FileList:
+        return FileList(data=[r.public for r in store.list_files(tenant)])
+
+    @router.get("/{file_id}", response_model=FileObject)
+    def get_file(file_id: str, tenant: TenantDep, store: StoreDep) -> FileObject:
+        record = store.get_file(tenant, file_id) if is_valid_id(file_id, "file") else None
+        if record is None:
+            raise not_found("file", file_id)
+        return record.public
+
+    @router.delete("/{file_id}", response_model=FileObject)
+    def delete_file(file_id: str, tenant: TenantDep, store: StoreDep) -> FileObject:
+        record = store.delete_file(tenant, file_id) if is_valid_id(file_id, "file") else None
+        if record is None:
+            raise not_found("file", file_id)
+        # Jobs keep their own copy of the path; a queued job that needs it fails readably.
+        Path(record.path).unlink(missing_ok=True)
+        return record.public
+
+    return router
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "file_too_large", f"the upload is larger than the limit of {limit} bytes", "file"
+    )

@@ -1,0 +1,272 @@
+"""Jobs: submit (everything checkable is checked before queueing), poll, cancel, download."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.catalog import UnknownModel, resolve_model
+from app.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
+from app.deps import SettingsDep, StoreDep, TenantDep
+from app.errors import ApiError, invalid, not_found
+from app.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
+from app.queue import dispatch, get_celery
+from app.schemas import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    Checkpoint,
+    EventList,
+    HubDataset,
+    Job,
+    JobCreate,
+    JobList,
+    JobSpec,
+    JobStatus,
+)
+from app.settings import Settings
+from app.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ARTIFACT_NAME = "model.tar.gz"
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+def artifact_url(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}/artifacts/{ARTIFACT_NAME}"
+
+
+def _load(store: Store, tenant: str, job_id: str) -> JobRecord:
+    record = store.get_job(tenant, job_id) if is_valid_id(job_id, "job") else None
+    if record is None:
+        raise not_found("job", job_id)
+    return record
+
+
+def _data_file(
+    store: Store, settings: Settings, tenant: str, source: str | HubDataset, param: str
+) -> FileRecord | None:
+    if isinstance(source, HubDataset):
+        if not settings.allow_hub:
+            raise invalid("hub datasets need hub access (FINETUNE_ALLOW_HUB=true)", param)
+        return None
+    record = store.get_file(tenant, source) if is_valid_id(source, "file") else None
+    if record is None or not Path(record.path).exists():
+        raise invalid(f"no file with id '{source}'; upload it with POST /v1/files", param)
+    return record
+
+
+def validate_request(
+    body: JobCreate, tenant: str, store: Store, settings: Settings
+) -> tuple[FileRecord | None, FileRecord | None]:
+    """Everything that can be known before a worker sees the job; 422 naming the field."""
+    try:
+        resolve_model(body.model, settings.models_dir, settings.allow_hub)
+    except UnknownModel as exc:
+        raise invalid(str(exc), "model") from exc
+    train = _data_file(store, settings, tenant, body.training_file, "training_file")
+    validation = (
+        _data_file(store, settings, tenant, body.validation_file, "validation_file")
+        if body.validation_file is not None
+        else None
+    )
+    columns = {"text_column": body.text_column, "label_column": body.label_column}
+    if body.text_pair_column:
+        columns["text_pair_column"] = body.text_pair_column
+    for record, which in ((train, "training_file"), (validation, "validation_file")):
+        if record is None:
+            continue
+        for param, column in columns.items():
+            if column not in record.public.columns:
+                raise invalid(
+                    f"{which} '{record.public.filename}' has no column '{column}'; its columns "
+                    f"are {', '.join(record.public.columns)}",
+                    param,
+                )
+    classes: list[str] | None = None
+    if train is not None:
+        path, fmt = Path(train.path), train.public.format
+        for param in ("text_column", "text_pair_column"):
+            if param in columns:
+                _check(lambda p=param: check_text_column(path, fmt, columns[p], p), param)
+        classes = _check(
+            lambda: label_summary(path, fmt, body.label_column, settings.max_labels),
+            "label_column",
+        )
+        metric = body.hyperparameters.early_stopping_metric
+        allowed = REGRESSION_METRICS if classes is None else CLASSIFICATION_METRICS
+        if metric not in allowed:
+            task = "regression" if classes is None else "classification"
+            raise invalid(
+                f"early_stopping_metric '{metric}' does not apply to {task}; use one of "
+                f"{', '.join(allowed)}",
+                "hyperparameters.early_stopping_metric",
+            )
+    if validation is not None and classes is not None:
+        vpath, vfmt = Path(validation.path), validation.public.format
+        for param in ("text_column", "text_pair_column"):
+            if param in columns:
+                _check(
+                    lambda p=param: check_text_column(vpath, vfmt, columns[p], p), "validation_file"
+                )
+        seen = _check(lambda: distinct_labels(vpath, vfmt, body.label_column), "validation_file")
+        unknown = sorted(seen - set(classes))
+        if unknown:
+            raise invalid(
+                f"validation labels {', '.join(unknown[:10])} do not occur in the training file",
+                "validation_file",
+            )
+    return train, validation
+
+
+def _check(action: Callable[[], Any], param: str) -> Any:
+    try:
+        return action()
+    except DataFileProblem as exc:
+        raise invalid(str(exc), param) from exc
+
+
+def _snapshot(
+    record: FileRecord | None, source: str | HubDataset, target: Path
+) -> str | HubDataset:
+    """The job keeps its own link to the data, so deleting the upload cannot break it."""
+    if record is None:
+        return source
+    target.mkdir(parents=True, exist_ok=True)
+    destination = target / Path(record.path).name
+    if not destination.exists():
+        try:
+            os.link(record.path, destination)
+        except OSError:
+            shutil.copyfile(record.path, destination)
+    return str(destination)
+
+
+@router.post("", status_code=201, response_model=Job)
+async def create_job(
+    body: JobCreate,
+    tenant: TenantDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Job:
+    if idempotency_key:
+        existing = store.find_idempotent(tenant, idempotency_key)
+        if existing is not None:
+            return store.public_job(existing, artifact_url)
+    train, validation = await run_in_threadpool(validate_request, body, tenant, store, settings)
+    counts = store.count_active(tenant)
+    if counts[JobStatus.queued] >= settings.max_queued_jobs_per_tenant:
+        raise ApiError(
+            429,
+            "too_many_jobs",
+            f"{counts[JobStatus.queued]} jobs are already queued (limit "
+            f"{settings.max_queued_jobs_per_tenant}); retry when some have started",
+            None,
+            headers={"Retry-After": "30"},
+        )
+    job_id = new_id("job")
+    data_dir = job_dir(settings.storage_dir, job_id) / "data"
+    spec = JobSpec.model_validate(
+        {
+            **body.model_dump(),
+            "training_file": _snapshot(train, body.training_file, data_dir),
+            "validation_file": _snapshot(validation, body.validation_file, data_dir)
+            if body.validation_file is not None
+            else None,
+        },
+        strict=False,
+    )
+    record = JobRecord(
+        id=job_id,
+        tenant=tenant,
+        status=JobStatus.queued,
+        request=body,
+        spec=spec,
+        created_at=now(),
+    )
+    stored = store.create_job(record, idempotency_key)
+    if stored.id == job_id:
+        dispatch(get_celery(), settings.queue_name, job_id, stored.attempt)
+        store.mark_dispatched(job_id, stored.attempt)
+    return store.public_job(stored, artifact_url)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    tenant: TenantDep,
+    store: StoreDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobList:
+    records, has_more = store.list_jobs(tenant, limit=limit, after=after, status=status)
+    return JobList(data=[store.public_job(r, artifact_url) for r in records], has_more=has_more)
+
+
+@router.get("/{job_id}", response_model=Job)
+def get_job(job_id: str, tenant: TenantDep, store: StoreDep) -> Job:
+    return store.public_job(_load(store, tenant, job_id), artifact_url)
+
+
+@router.post("/{job_id}/cancel", response_model=Job)
+def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> Job:
+    record = _load(store, tenant, job_id)
+    try:
+        record = store.request_cancel(tenant, job_id)
+    except TransitionRefused as exc:
+        raise ApiError(409, "job_finished", f"cannot cancel: {exc}", None) from exc
+    return store.public_job(record, artifact_url)
+
+
+@router.get("/{job_id}/events", response_model=EventList)
+def job_events(
+    job_id: str,
+    tenant: TenantDep,
+    store: StoreDep,
+    after: Annotated[str | None, Query(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventList:
+    _load(store, tenant, job_id)
+    events, has_more = store.events(job_id, after, limit)
+    return EventList(data=events, has_more=has_more)
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[Checkpoint])
+def job_checkpoints(
+    job_id: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep
+) -> list[Checkpoint]:
+    _load(store, tenant, job_id)
+    from datetime import UTC, datetime
+
+    return [
+        Checkpoint(
+            name=c["name"],
+            epoch=c.get("epoch", 0),
+            step=c.get("step_in_epoch", 0),
+            global_step=c.get("global_step", 0),
+            created_at=datetime.fromtimestamp(c.get("saved_at", 0), UTC),
+        )
+        for c in list_checkpoints(checkpoint_dir(settings.storage_dir, job_id))
+    ]
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+def download_artifact(
+    job_id: str, name: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep
+) -> FileResponse:
+    record = _load(store, tenant, job_id)
+    path = job_dir(settings.storage_dir, job_id) / ARTIFACT_NAME
+    if name != ARTIFACT_NAME or not record.has_artifact or not path.is_file():
+        raise not_found("artifact", name)
+    return FileResponse(path, media_type="application/gzip", filename=f"{job_id}.tar.gz")

@@ -1,0 +1,194 @@
+"""Real processes for tests and bench scripts: redis-server, the API (uvicorn), Celery workers.
+
+Everything listens on loopback, on free ports, and is stopped by the caller (or at exit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll with a deadline; never an unbounded loop."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the thing is not up yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} ({last_error})")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        wait_until(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class Service:
+    """An API process and any number of worker processes sharing one Redis and storage root."""
+
+    env: dict[str, str]
+    port: int
+    log_dir: Path
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / log_name).open("ab")
+        return subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_api(self) -> None:
+        self.api = self._spawn(
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
+            "api.log",
+        )
+        wait_until(lambda: httpx.get(self.url + "/healthz", timeout=2).status_code < 600, 30,
+                   "the API")
+
+    def start_worker(self, name: str | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
+        name = name or f"w{len(self.workers) + 1}-{os.getpid()}"
+        process = self._spawn(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+             "--loglevel", "INFO", "--concurrency", "1", "--pool", "prefork",
+             "-Q", self.env.get("FINETUNE_QUEUE_NAME", "finetune"),
+             "--hostname", f"{name}@localhost", "--without-gossip", "--without-mingle"],
+            f"worker-{name}.log",
+        )
+        self.workers.append(process)
+        if wait:
+            wait_until(lambda: self.worker_count() >= 1, 60, "a worker heartbeat")
+        return process
+
+    def worker_count(self) -> int:
+        return int(httpx.get(self.url + "/healthz", timeout=2).json().get("workers") or 0)
+
+    def stop_worker(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                    timeout: float = 60) -> None:
+        if process.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(process.pid, signal.SIGKILL)  # the pool child too, as on a lost node
+            else:
+                process.send_signal(sig)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.workers:
+            self.stop_worker(process, signal.SIGKILL)
+        if self.api and self.api.poll() is None:
+            self.api.terminate()
+            self.api.wait(timeout=10)
+
+
+def service_env(
+    redis_url: str, storage: Path, models: Path, api_keys: str = "", **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNE_")}
+    env.update(
+        FINETUNE_REDIS_URL=redis_url,
+        FINETUNE_STORAGE_DIR=str(storage),
+        FINETUNE_MODELS_DIR=str(models),
+        FINETUNE_API_KEYS=api_keys,
+        FINETUNE_LEASE_SECONDS="6",
+        FINETUNE_REAPER_INTERVAL_SECONDS="1",
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
+    return env
+
+
+class Client:
+    """A thin HTTP client for tests: JSON in, JSON out, with the tenant's key."""
+
+    def __init__(self, base_url: str, key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
+
+    def upload(self, path: Path, name: str | None = None) -> httpx.Response:
+        with path.open("rb") as handle:
+            return self.http.post("/v1/files", files={"file": (name or path.name, handle)})
+
+    def submit(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return self.http.post("/v1/jobs", json=body, **kwargs)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/jobs/{job_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for(self, job_id: str, statuses: set[str], timeout: float = 180) -> dict[str, Any]:
+        return wait_until(
+            lambda: (job := self.job(job_id))["status"] in statuses and job,
+            timeout,
+            f"job {job_id} to reach {statuses}",
+            interval=0.2,
+        )
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        out, after = [], None
+        while True:
+            params = {"limit": 1000, **({"after": after} if after else {})}
+            page = self.http.get(f"/v1/jobs/{job_id}/events", params=params).json()
+            out += page["data"]
+            if not page["has_more"]:
+                return out
+            after = page["data"][-1]["id"]

@@ -1,0 +1,70 @@
+"""The worker's Celery app: `celery -A worker.celery_app worker`.
+
+TensorFlow is imported in each pool process at its start (never in the prefork parent: a
+TensorFlow runtime inherited through fork makes `fit()` hang in the child).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+
+from app.logs import configure_logging
+from app.queue import make_celery
+from app.settings import get_settings
+from app.store import Store, connect
+
+settings = get_settings()
+configure_logging(settings.log_level)
+celery = make_celery(settings)
+celery.conf.include = ["worker.tasks"]
+log = logging.getLogger("finetune.worker")
+
+_hostname: dict[str, str] = {}
+
+
+@worker_process_init.connect
+def _load_tensorflow(**_: Any) -> None:
+    import worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    from worker.hardware import configure_devices
+
+    devices = configure_devices()
+    log.info("pool process ready", extra={"data": {"gpus": devices}})
+
+
+@worker_ready.connect
+def _start_background(sender: Any = None, **_: Any) -> None:
+    """Heartbeat (for /healthz) and the reaper, in the parent process."""
+    from worker.reaper import reap_forever
+
+    name = getattr(sender, "hostname", "worker")
+    _hostname["name"] = name
+    store = Store(connect(settings.redis_url))
+    store.clear_draining(name)
+
+    def heartbeat() -> None:
+        while True:
+            try:
+                store.worker_heartbeat(name, ttl_seconds=15)
+            except Exception:  # Redis down: keep trying, the worker itself rides it out
+                log.warning("heartbeat failed")
+            threading.Event().wait(5)
+
+    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    threading.Thread(
+        target=reap_forever, args=(store, celery, settings), name="reaper", daemon=True
+    ).start()
+
+
+@worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    """Tell this worker's running job to checkpoint and hand itself back to the queue."""
+    name = _hostname.get("name")
+    if name:
+        try:
+            Store(connect(settings.redis_url)).set_draining(name)
+        except Exception:
+            log.warning("could not mark the worker as draining")

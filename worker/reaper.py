@@ -1,0 +1,63 @@
+"""Finds jobs whose worker vanished (lease expired) and jobs queued but never dispatched.
+
+Kombu's Redis transport has no heartbeat: a SIGKILLed worker's task is re-delivered only after
+the visibility timeout (an hour). The per-job lease expires within seconds instead, and this
+loop re-queues the job for a new attempt, which resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery import Celery
+
+from app.queue import dispatch
+from app.schemas import JobStatus
+from app.settings import Settings
+from app.store import Store
+
+log = logging.getLogger("finetune.reaper")
+UNDISPATCHED_GRACE_SECONDS = 10.0
+
+
+def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
+    """One pass; returns how many jobs it dispatched again."""
+    dispatched = 0
+    for job_id in store.active_job_ids():
+        record = store.get_record(job_id)
+        if record is None:
+            continue
+        if record.status in (JobStatus.running, JobStatus.cancelling):
+            if store.lease_alive(job_id):
+                continue
+            requeued = store.requeue(
+                job_id,
+                token=None,
+                reason="the worker running it stopped responding (lease expired)",
+                max_attempts=settings.max_attempts,
+            )
+            if requeued is not None:
+                log.warning("re-queued job", extra={"job_id": job_id})
+                dispatch(celery, settings.queue_name, job_id, requeued.attempt)
+                store.mark_dispatched(job_id, requeued.attempt)
+                dispatched += 1
+        elif (
+            record.status == JobStatus.queued
+            and record.dispatched_attempt < record.attempt
+            and time.time() - record.queued_at > UNDISPATCHED_GRACE_SECONDS
+        ):
+            dispatch(celery, settings.queue_name, job_id, record.attempt)
+            store.mark_dispatched(job_id, record.attempt)
+            dispatched += 1
+    return dispatched
+
+
+def reap_forever(store: Store, celery: Celery, settings: Settings) -> None:
+    stop = threading.Event()
+    while not stop.wait(settings.reaper_interval_seconds):
+        try:
+            reap_once(store, celery, settings)
+        except Exception:
+            log.exception("reaper pass failed")
