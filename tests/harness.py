@@ -55,8 +55,21 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.data_dir),
+            ],
             stdout=subprocess.DEVNULL,
         )
         import redis
@@ -88,26 +101,57 @@ class Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / log_name).open("ab")
         return subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def start_api(self) -> None:
         self.api = self._spawn(
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
             "api.log",
         )
-        wait_until(lambda: httpx.get(self.url + "/healthz", timeout=2).status_code < 600, 30,
-                   "the API")
+        wait_until(
+            lambda: httpx.get(self.url + "/healthz", timeout=2).status_code < 600, 30, "the API"
+        )
 
     def start_worker(self, name: str | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers) + 1}-{os.getpid()}"
         process = self._spawn(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-             "--loglevel", "INFO", "--concurrency", "1", "--pool", "prefork",
-             "-Q", self.env.get("FINETUNE_QUEUE_NAME", "finetune"),
-             "--hostname", f"{name}@localhost", "--without-gossip", "--without-mingle"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "-Q",
+                self.env.get("FINETUNE_QUEUE_NAME", "finetune"),
+                "--hostname",
+                f"{name}@localhost",
+                "--without-gossip",
+                "--without-mingle",
+            ],
             f"worker-{name}.log",
         )
         self.workers.append(process)
@@ -118,8 +162,9 @@ class Service:
     def worker_count(self) -> int:
         return int(httpx.get(self.url + "/healthz", timeout=2).json().get("workers") or 0)
 
-    def stop_worker(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-                    timeout: float = 60) -> None:
+    def stop_worker(
+        self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60
+    ) -> None:
         if process.poll() is None:
             if sig == signal.SIGKILL:
                 os.killpg(process.pid, signal.SIGKILL)  # the pool child too, as on a lost node

@@ -124,7 +124,7 @@ class StopWatcher(keras.callbacks.Callback):
     here, so nothing else runs after the request.
     """
 
-    def __init__(self, reporter: Reporter, min_interval_seconds: float = 0.25) -> None:
+    def __init__(self, reporter: Reporter, min_interval_seconds: float = 0.05) -> None:
         super().__init__()
         self.reporter = reporter
         self.min_interval = min_interval_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ def load_source(
     try:
         loaded = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache)
     except Exception as exc:
+        if "corresponds to no data" in str(exc):
+            raise InvalidInput(f"'{path.name}' has no rows") from exc
         raise InvalidInput(f"could not read '{path.name}' as {fmt}: {_first_line(exc)}") from exc
     assert isinstance(loaded, Dataset)
     return loaded
@@ -113,6 +116,9 @@ def check_columns(ds: Dataset, spec: JobSpec, split: str) -> None:
 def infer_labels(ds: Dataset, label_column: str, max_labels: int) -> LabelInfo:
     feature = ds.features[label_column]
     values = list(ds[label_column])
+    for row, value in enumerate(values, start=1):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise InvalidInput(f"training data row {row}: the label is missing")
     try:
         if isinstance(feature, ClassLabel):
             return LabelInfo("classification", list(feature.names))

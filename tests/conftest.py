@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny local models, small datasets, a real Redis and a real service."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.factories import build_tiny_bert, sentiment_rows, write_csv
+from tests.harness import (
+    Client,
+    RedisServer,
+    Service,
+    free_port,
+    service_env,
+)
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-9876543210"}
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    build_tiny_bert(folder / "tiny")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    write_csv(folder / "train.csv", ["sentence", "label"], sentiment_rows(400, seed=1))
+    write_csv(folder / "validation.csv", ["sentence", "label"], sentiment_rows(60, seed=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service(
+    redis_server: RedisServer, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The API and one worker, multi-tenant (alice and bob), as users run them."""
+    storage = tmp_path_factory.mktemp("storage")
+    keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
+    svc = Service(
+        service_env(
+            redis_server.url, storage, models_dir, keys, FINETUNE_MAX_UPLOAD_BYTES="2000000"
+        ),
+        free_port(),
+        ARTIFACTS / "logs",
+    )
+    svc.start_api()
+    svc.start_worker("main")
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def alice(service: Service) -> Client:
+    return Client(service.url, KEYS["alice"])
+
+
+@pytest.fixture(scope="session")
+def bob(service: Service) -> Client:
+    return Client(service.url, KEYS["bob"])

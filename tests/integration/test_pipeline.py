@@ -1,0 +1,280 @@
+"""The training pipeline with real TensorFlow on tiny random BERT models (no service)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import worker  # noqa: F401  (Keras 2 before TensorFlow)
+from app.schemas import Hyperparameters, JobSpec
+from tests.factories import NEUTRAL, sentiment_rows, write_csv
+from worker.errors import DataNotFound, InvalidInput, JobCancelled, ModelNotFound
+from worker.pipeline.run import PipelineOptions, run_pipeline
+from worker.reporter import LogReporter, StopSignal
+
+FAST = {"learning_rate": 5e-3, "checkpoint_every_steps": 5, "log_every_steps": 1}
+
+
+class Recorder(LogReporter):
+    """Keeps everything reported; can ask to stop, or crash, at a given step."""
+
+    def __init__(
+        self, stop_at: int | None = None, signal: StopSignal = "cancel", crash_at: int | None = None
+    ) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.steps: list[int] = []
+        self.evaluations: list[dict[str, Any]] = []
+        self.stop_at, self.signal, self.crash_at = stop_at, signal, crash_at
+
+    def event(self, type: str, message: str, **data: Any) -> None:
+        self.events.append((type, message, data))
+
+    def progress(self, progress: Any) -> None:
+        self.steps.append(progress.step)
+        if self.crash_at is not None and progress.step >= self.crash_at:
+            raise RuntimeError(f"simulated crash at step {progress.step}")
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        self.evaluations.append(record)
+
+    def stop_requested(self) -> StopSignal:
+        if self.stop_at is not None and self.steps and self.steps[-1] >= self.stop_at:
+            return self.signal
+        return None
+
+
+def spec_for(train: Path, validation: Path | None = None, **overrides: Any) -> JobSpec:
+    columns = {
+        k: overrides.pop(k)
+        for k in ("text_column", "text_pair_column", "label_column", "model")
+        if k in overrides
+    }
+    return JobSpec(
+        model=columns.pop("model", "tiny"),
+        training_file=str(train),
+        validation_file=str(validation) if validation else None,
+        text_column=columns.pop("text_column", "sentence"),
+        label_column=columns.pop("label_column", "label"),
+        text_pair_column=columns.pop("text_pair_column", None),
+        hyperparameters=Hyperparameters(**{**FAST, **overrides}),
+    )
+
+
+def train(spec: JobSpec, out: Path, models_dir: Path, reporter: Any = None) -> dict[str, Any]:
+    return run_pipeline(
+        spec,
+        out / "model",
+        out / "checkpoints",
+        reporter or Recorder(),
+        PipelineOptions(models_dir=models_dir),
+    )
+
+
+def final_weights(folder: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    weights: dict[str, np.ndarray] = {}
+    with h5py.File(folder / "tf_model.h5") as handle:
+        handle.visititems(
+            lambda name, obj: (
+                weights.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return weights
+
+
+def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
+
+    reporter = Recorder()
+    metrics = train(
+        spec_for(data_dir / "train.csv", data_dir / "validation.csv", epochs=3),
+        tmp_path,
+        models_dir,
+        reporter,
+    )
+    assert metrics["final"]["accuracy"] > 0.9, metrics  # the keyword task is learnable
+    assert len(metrics["evaluations"]) == 3  # one per epoch
+    stages = [message for kind, message, _ in reporter.events if kind == "stage"]
+    assert any(m.startswith("tokenized 460 rows") for m in stages)
+    assert reporter.steps[-1] == metrics["global_step"] == 3 * 25
+
+    folder = tmp_path / "model"
+    model = TFAutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    logits = model(
+        tokenizer(["a great fun movie", "an awful boring film"], return_tensors="tf", padding=True)
+    ).logits.numpy()
+    assert list(logits.argmax(-1)) == [1, 0]
+    assert model.config.id2label == {0: "0", 1: "1"}
+    job = json.loads((folder / "job.json").read_text())
+    assert job["seed"] == 42 and job["versions"]["transformers"].startswith("4.5")
+    assert job["data"]["training"].startswith("sha256:")
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history["epoch_train_loss"]) == 3
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["final"] == metrics["final"]
+
+
+def test_string_labels_are_mapped_in_sorted_order(models_dir: Path, tmp_path: Path) -> None:
+    names = {0: "negative", 1: "positive"}
+    rows = [(text, names[label]) for text, label in sentiment_rows(120, seed=5)]
+    csv = write_csv(tmp_path / "train.csv", ["text", "sentiment"], rows)
+    train(
+        spec_for(csv, text_column="text", label_column="sentiment", epochs=1), tmp_path, models_dir
+    )
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+
+
+def test_sentence_pairs(models_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from worker.pipeline.data import load_splits
+    from worker.pipeline.encode import tokenize
+
+    rng = random.Random(7)
+    rows = [(rng.choice(NEUTRAL), text, label) for text, label in sentiment_rows(400, seed=8)]
+    csv = write_csv(tmp_path / "pairs.csv", ["premise", "hypothesis", "label"], rows)
+    spec = spec_for(csv, text_column="premise", text_pair_column="hypothesis", epochs=4)
+    data = load_splits(spec, allow_hub=False, max_labels=10)
+    encoded = tokenize(
+        data.train, AutoTokenizer.from_pretrained(models_dir / "tiny"), "premise", "hypothesis", 64
+    )
+    assert 1 in encoded[0]["token_type_ids"]  # the pair is encoded as two segments
+    metrics = train(spec, tmp_path, models_dir)
+    assert metrics["final"]["accuracy"] > 0.8  # the label follows the second sentence
+
+
+def test_regression_with_float_labels(models_dir: Path, tmp_path: Path) -> None:
+    rows = [(text, float(label) * 4.0 + 0.5) for text, label in sentiment_rows(400, seed=9)]
+    csv = write_csv(tmp_path / "scores.csv", ["sentence", "score"], rows)
+    metrics = train(spec_for(csv, label_column="score", epochs=4), tmp_path, models_dir)
+    assert set(metrics["final"]) == {"loss", "mse", "pearson"}
+    assert metrics["final"]["pearson"] > 0.5
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["problem_type"] == "regression" and len(config["id2label"]) == 1
+
+
+def test_held_out_validation_is_seeded(models_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    from worker.pipeline.data import load_splits
+
+    spec = spec_for(data_dir / "train.csv", validation_fraction=0.25)
+    first = load_splits(spec, allow_hub=False, max_labels=10)
+    again = load_splits(spec, allow_hub=False, max_labels=10)
+    assert (len(first.train), len(first.validation)) == (300, 100)
+    assert first.validation["sentence"] == again.validation["sentence"]
+    assert first.validation_held_out
+    other = load_splits(
+        spec.model_copy(
+            update={"hyperparameters": spec.hyperparameters.model_copy(update={"seed": 7})}
+        ),
+        allow_hub=False,
+        max_labels=10,
+    )
+    assert other.validation["sentence"] != first.validation["sentence"]
+
+
+def test_resumed_run_ends_with_the_same_weights(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    spec = spec_for(data_dir / "train.csv", data_dir / "validation.csv", epochs=2)
+    train(spec, tmp_path / "straight", models_dir)
+    # Crash at step 33: the last checkpoint is at step 30 (mid-epoch 2), so the resumed run
+    # must rebuild epoch 2's order, skip its first 5 batches and redo 31-33 identically.
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=33))
+    reporter = Recorder()
+    metrics = train(spec, tmp_path / "resumed", models_dir, reporter)
+    assert metrics["resumed_from_step"] == 30
+    assert any(data.get("resumed") for _, _, data in reporter.events)
+    assert reporter.steps[0] == 31
+    straight = final_weights(tmp_path / "straight" / "model")
+    resumed = final_weights(tmp_path / "resumed" / "model")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        np.testing.assert_allclose(
+            resumed[name], straight[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+
+
+def test_cancel_stops_within_a_few_steps_and_checkpoints(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from app.layout import list_checkpoints
+
+    spec = spec_for(data_dir / "train.csv", epochs=5, checkpoint_every_steps=1000)
+    reporter = Recorder(stop_at=7)
+    with pytest.raises(JobCancelled) as stopped:
+        train(spec, tmp_path, models_dir, reporter)
+    assert 7 <= stopped.value.global_step <= 14
+    saved = list_checkpoints(tmp_path / "checkpoints")
+    assert saved[-1]["global_step"] == stopped.value.global_step
+    assert not (tmp_path / "model" / "metrics.json").exists()
+
+
+def test_early_stopping_keeps_the_best_weights(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    # A learning rate this small leaves accuracy flat, so it never improves on the first eval.
+    spec = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        epochs=4,
+        learning_rate=1e-9,
+        eval_every=5,
+        early_stopping_patience=2,
+        early_stopping_metric="accuracy",
+    )
+    metrics = train(spec, tmp_path, models_dir)
+    assert metrics["stopped_early"] and metrics["restored_best_weights"]
+    assert metrics["global_step"] == 15  # evals at 5 (best), 10, 15: two without improvement
+    assert metrics["best_step"] == 5
+    assert metrics["final"] == {
+        k: v for k, v in metrics["evaluations"][0].items() if k not in ("epoch", "step")
+    }
+
+
+def test_unknown_model(models_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="unknown model 'nope'.*local models: tiny"):
+        train(spec_for(data_dir / "train.csv", model="nope"), tmp_path, models_dir)
+    with pytest.raises(ModelNotFound, match="hub access is off"):
+        train(spec_for(data_dir / "train.csv", model="bert/base-uncased"), tmp_path, models_dir)
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        (["text", "label"], [("good", 1)], "no column 'sentence'"),
+        (["sentence", "label"], [], "no rows"),
+        (["sentence", "label"], [("good", 1), ("bad", 1)], "single class"),
+        (["sentence", "label"], [("good", 1), ("bad", "")], "row 2: the label is missing"),
+    ],
+    ids=["missing-column", "empty", "single-class", "missing-label"],
+)
+def test_bad_data_fails_with_a_readable_error(
+    models_dir: Path, tmp_path: Path, header: list[str], rows: list[tuple], message: str
+) -> None:
+    csv = write_csv(tmp_path / "bad.csv", header, rows)
+    with pytest.raises(InvalidInput, match=message):
+        train(spec_for(csv), tmp_path, models_dir)
+
+
+def test_validation_label_unknown_to_training(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    validation = write_csv(tmp_path / "v.csv", ["sentence", "label"], [("good", 1), ("bad", 7)])
+    with pytest.raises(InvalidInput, match="validation data row 2: label 7"):
+        train(spec_for(data_dir / "train.csv", validation), tmp_path, models_dir)
+
+
+def test_missing_data_file(models_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataNotFound, match="does not exist"):
+        train(spec_for(tmp_path / "gone.csv"), tmp_path, models_dir)

@@ -1,0 +1,320 @@
+"""The job service end to end: real Redis, the API as a process, a real Celery worker."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import KEYS
+from tests.factories import write_csv
+from tests.harness import ROOT, Client, Service
+
+QUICK = {"epochs": 2, "learning_rate": 0.005, "log_every_steps": 2, "checkpoint_every_steps": 5}
+
+
+def submit_job(client: Client, train_id: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "model": "tiny",
+        "training_file": train_id,
+        "text_column": "sentence",
+        "label_column": "label",
+        "hyperparameters": {**QUICK, **overrides.pop("hyperparameters", {})},
+        **overrides,
+    }
+    response = client.submit(body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def train_file(alice: Client, data_dir: Path) -> dict[str, Any]:
+    response = alice.upload(data_dir / "train.csv")
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def validation_file(alice: Client, data_dir: Path) -> dict[str, Any]:
+    return alice.upload(data_dir / "validation.csv").json()
+
+
+def test_upload_submit_poll_download_predict(
+    alice: Client, train_file: dict[str, Any], validation_file: dict[str, Any], tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
+
+    assert train_file["rows"] == 400 and train_file["columns"] == ["sentence", "label"]
+    assert train_file["format"] == "csv"
+    job = submit_job(
+        alice,
+        train_file["id"],
+        validation_file=validation_file["id"],
+        hyperparameters={"epochs": 3},
+        metadata={"team": "nlp"},
+    )
+    assert job["status"] == "queued" and job["hyperparameters"]["batch_size"] == 16
+    done = alice.wait_for(job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["accuracy"] > 0.9
+    assert len(done["history"]) == 3 and done["progress"]["percent"] == 100.0
+    assert done["progress"]["tokens_per_second"] > 0
+    assert done["started_at"] and done["finished_at"] and done["metadata"] == {"team": "nlp"}
+
+    events = alice.events(done["id"])
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "status" and kinds[-1] == "status" and "metric" in kinds
+    assert [e["data"].get("status") for e in events if e["type"] == "status"] == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    checkpoints = alice.http.get(f"/v1/jobs/{done['id']}/checkpoints").json()
+    assert checkpoints and checkpoints[-1]["global_step"] == 75
+
+    archive = alice.http.get(done["artifacts"]["model"])
+    assert archive.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    model = TFAutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    batch = tokenizer(
+        ["a warm and fun film", "a cold and boring plot"], return_tensors="tf", padding=True
+    )
+    assert list(model(batch).logits.numpy().argmax(-1)) == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"model": "missing-model"}, "model"),
+        ({"model": "../../etc"}, "model"),
+        ({"model": "/etc/passwd"}, "model"),
+        ({"model": "org/hub-model"}, "model"),
+        ({"training_file": "file_" + "0" * 32}, "training_file"),
+        ({"training_file": "../../secret.csv"}, "training_file"),
+        ({"text_column": "text"}, "text_column"),
+        ({"label_column": "labels"}, "label_column"),
+        ({"text_pair_column": "nope"}, "text_pair_column"),
+        ({"hyperparameters": {"epochs": 0}}, "hyperparameters.epochs"),
+        ({"hyperparameters": {"learning_rate": -1}}, "hyperparameters.learning_rate"),
+        ({"hyperparameters": {"batch_size": "16"}}, "hyperparameters.batch_size"),
+        ({"hyperparameters": {"max_length": 100000}}, "hyperparameters.max_length"),
+        (
+            {"hyperparameters": {"early_stopping_metric": "mse", "early_stopping_patience": 2}},
+            "hyperparameters.early_stopping_metric",
+        ),
+        ({"hyperparameters": {"early_stopping_metric": "accuracy"}}, "hyperparameters"),
+        ({"hyperparameters": {"trust_remote_code": True}}, "hyperparameters.trust_remote_code"),
+        ({"trust_remote_code": True}, "trust_remote_code"),
+        ({"label_column": "sentence", "text_column": "sentence"}, None),
+    ],
+)
+def test_invalid_submissions_name_the_field(
+    alice: Client, train_file: dict[str, Any], change: dict[str, Any], param: str | None
+) -> None:
+    body = {
+        "model": "tiny",
+        "training_file": train_file["id"],
+        "text_column": "sentence",
+        "label_column": "label",
+        **change,
+    }
+    response = alice.submit(body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == param, error
+    assert error["message"] and error["code"]
+
+
+def test_label_problems_found_before_queueing(alice: Client, tmp_path: Path) -> None:
+    single = alice.upload(
+        write_csv(tmp_path / "one.csv", ["sentence", "label"], [("good", 1), ("fine", 1)])
+    ).json()
+    response = alice.submit(
+        {
+            "model": "tiny",
+            "training_file": single["id"],
+            "text_column": "sentence",
+            "label_column": "label",
+        }
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "label_column"
+    assert "single class" in response.json()["error"]["message"]
+
+
+def test_idempotent_retry_returns_the_same_job(alice: Client, train_file: dict[str, Any]) -> None:
+    body = {
+        "model": "tiny",
+        "training_file": train_file["id"],
+        "text_column": "sentence",
+        "label_column": "label",
+        "hyperparameters": {"epochs": 1},
+    }
+    headers = {"Idempotency-Key": f"retry-{time.time()}"}
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: alice.submit(body, headers=headers), range(4)))
+    ids = {r.json()["id"] for r in responses}
+    assert all(r.status_code == 201 for r in responses) and len(ids) == 1
+    alice.wait_for(ids.pop(), {"succeeded"})
+
+
+def test_cancel_while_queued_and_while_running(alice: Client, train_file: dict[str, Any]) -> None:
+    running = submit_job(
+        alice, train_file["id"], hyperparameters={"epochs": 50, "checkpoint_every_steps": 1000}
+    )
+    queued = submit_job(alice, train_file["id"])  # one worker: waits behind the first
+    alice.wait_for(running["id"], {"running"})
+    wait_for_step(alice, running["id"], 5)
+
+    cancelled = alice.http.post(f"/v1/jobs/{queued['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    cancelling = alice.http.post(f"/v1/jobs/{running['id']}/cancel").json()
+    assert cancelling["status"] == "cancelling"
+    done = alice.wait_for(running["id"], {"cancelled", "failed", "succeeded"}, timeout=60)
+    assert done["status"] == "cancelled" and done["progress"]["step"] < 50 * 25
+    assert alice.http.get(f"/v1/jobs/{running['id']}/checkpoints").json()  # state was saved
+    assert alice.http.post(f"/v1/jobs/{running['id']}/cancel").status_code == 409
+    # The cancelled queued job is skipped by the worker, never run.
+    time.sleep(1)
+    assert alice.job(queued["id"])["started_at"] is None
+
+
+def wait_for_step(client: Client, job_id: str, step: int, timeout: float = 120) -> None:
+    from tests.harness import wait_until
+
+    wait_until(
+        lambda: client.job(job_id)["progress"]["step"] >= step,
+        timeout,
+        f"step {step}",
+        interval=0.2,
+    )
+
+
+def test_tenants_see_only_their_own(
+    alice: Client, bob: Client, service: Service, train_file: dict[str, Any]
+) -> None:
+    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
+    for path in (
+        f"/v1/jobs/{job['id']}",
+        f"/v1/files/{train_file['id']}",
+        f"/v1/jobs/{job['id']}/events",
+        f"/v1/jobs/{job['id']}/checkpoints",
+        f"/v1/jobs/{job['id']}/artifacts/model.tar.gz",
+    ):
+        assert bob.http.get(path).status_code == 404, path
+    assert bob.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
+    assert bob.http.delete(f"/v1/files/{train_file['id']}").status_code == 404
+    assert job["id"] not in {j["id"] for j in bob.http.get("/v1/jobs").json()["data"]}
+    assert train_file["id"] not in {f["id"] for f in bob.http.get("/v1/files").json()["data"]}
+    # Bob cannot train on Alice's file either.
+    response = bob.submit(
+        {
+            "model": "tiny",
+            "training_file": train_file["id"],
+            "text_column": "sentence",
+            "label_column": "label",
+        }
+    )
+    assert response.status_code == 422 and response.json()["error"]["param"] == "training_file"
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": KEYS["alice"]},
+        {"Authorization": "Basic " + KEYS["alice"]},
+    ):
+        response = Client(service.url).http.get("/v1/jobs", headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+    alice.wait_for(job["id"], {"succeeded"})
+
+
+def test_failed_training_shows_failed_with_its_error(
+    alice: Client, train_file: dict[str, Any], models_dir: Path
+) -> None:
+    # The API sees a model folder with a config; only loading its weights shows they are bad.
+    broken = models_dir / "broken"
+    broken.mkdir(exist_ok=True)
+    for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
+        (broken / name).write_bytes((models_dir / "tiny" / name).read_bytes())
+    (broken / "tf_model.h5").write_bytes(b"not an HDF5 file")
+    job = submit_job(alice, train_file["id"], model="broken")
+    done = alice.wait_for(job["id"], {"succeeded", "failed"})
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "model_not_found"
+    assert "could not load model 'broken'" in done["error"]["message"]
+    assert alice.events(job["id"])[-1]["type"] == "error"
+    assert done["artifacts"] == {}
+
+
+def test_concurrent_submissions_all_finish(alice: Client, train_file: dict[str, Any]) -> None:
+    with ThreadPoolExecutor(6) as pool:
+        jobs = list(
+            pool.map(
+                lambda i: submit_job(
+                    alice, train_file["id"], hyperparameters={"epochs": 1, "seed": i}
+                ),
+                range(6),
+            )
+        )
+    assert len({j["id"] for j in jobs}) == 6
+    for job in jobs:
+        assert alice.wait_for(job["id"], {"succeeded", "failed"}, timeout=240)["status"] == (
+            "succeeded"
+        )
+    listed = alice.http.get("/v1/jobs", params={"limit": 3}).json()
+    assert len(listed["data"]) == 3 and listed["has_more"]
+    newer_first = [j["created_at"] for j in listed["data"]]
+    assert newer_first == sorted(newer_first, reverse=True)
+    page2 = alice.http.get("/v1/jobs", params={"limit": 3, "after": listed["data"][-1]["id"]})
+    assert not {j["id"] for j in page2.json()["data"]} & {j["id"] for j in listed["data"]}
+    only = alice.http.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()
+    assert all(j["status"] == "succeeded" for j in only["data"])
+
+
+def test_health_reports_redis_and_workers(service: Service) -> None:
+    body = Client(service.url).http.get("/healthz").json()
+    assert body["redis"] == "ok" and body["workers"] >= 1 and body["status"] == "ok"
+
+
+def test_the_api_never_imports_tensorflow(
+    service: Service, train_file: dict[str, Any], tmp_path: Path
+) -> None:
+    """Build the app and serve every kind of request in a fresh interpreter."""
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from app.main import create_app
+import app.cli, app.routes.jobs, app.routes.files
+with TestClient(create_app()) as client:
+    headers = {{"Authorization": "Bearer {KEYS["alice"]}"}}
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    assert client.get("/v1/files/{train_file["id"]}", headers=headers).status_code == 200
+    r = client.post("/v1/jobs", headers=headers, json={{"model": "tiny",
+        "training_file": "{train_file["id"]}", "text_column": "sentence",
+        "label_column": "label", "hyperparameters": {{"epochs": 1}}}})
+    assert r.status_code == 201, r.text
+    client.post("/v1/jobs/" + r.json()["id"] + "/cancel", headers=headers)
+    assert client.get("/healthz").status_code == 200
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras",
+                "transformers", "keras", "worker"))
+print("LOADED", loaded)
+assert not loaded, loaded
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "LOADED []" in result.stdout
