@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from app.errors import install_error_handlers
+from app.limits import UploadLimitMiddleware
 from app.logs import configure_logging
 from app.routes import files, health, jobs
 from app.settings import Settings, get_settings
@@ -35,7 +36,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(files.build_router(settings.max_upload_bytes))
+    app.add_middleware(
+        UploadLimitMiddleware,
+        path="/v1/files",
+        max_bytes=settings.max_upload_bytes + files.MULTIPART_OVERHEAD,
+    )
+    app.include_router(files.build_router())
     app.include_router(jobs.router)
     app.include_router(health.router)
 

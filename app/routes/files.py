@@ -13,6 +13,7 @@ from app.datafiles import STORED_SUFFIX, DataFileProblem, format_for, inspect_fi
 from app.deps import SettingsDep, StoreDep, TenantDep
 from app.errors import ApiError, invalid, not_found
 from app.layout import is_valid_id
+from app.limits import UploadTooLarge
 from app.schemas import FileList, FileObject
 from app.store import FileRecord, new_id, now
 
@@ -24,30 +25,24 @@ def file_path(files_dir: Path, file_id: str, fmt: str) -> Path:
     return files_dir / f"{file_id}{STORED_SUFFIX[fmt]}"  # type: ignore[index]
 
 
-def build_router(max_upload_bytes: int) -> APIRouter:
+def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1/files", tags=["files"])
 
     @router.post(
         "",
         status_code=201,
         response_model=FileObject,
-        max_body_size=max_upload_bytes + MULTIPART_OVERHEAD,
         summary="Upload a CSV, JSON Lines or Parquet dataset (multipart field 'file')",
     )
     async def upload_file(
         request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep
     ) -> FileObject:
-        limit = settings.max_upload_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
-            raise _too_large(limit)
+        limit = settings.max_upload_bytes  # the whole body is capped by UploadLimitMiddleware
         try:
             form = await request.form(max_files=1, max_fields=4)
-        except ApiError:
-            raise
+        except UploadTooLarge:
+            raise  # answered 413 by the middleware
         except Exception as exc:
-            if getattr(exc, "status_code", None) == 413:
-                raise _too_large(limit) from exc
             raise invalid(f"could not read the multipart body: {exc}", "file") from exc
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -318,3 +318,53 @@ assert not loaded, loaded
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LOADED []" in result.stdout
+
+
+def test_uploads_are_checked_before_they_are_listed(alice: Client, tmp_path: Path) -> None:
+    before = {f["id"] for f in alice.http.get("/v1/files").json()["data"]}
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(b"sentence,label\ncaf\xe9 au lait,1\n")
+    response = alice.upload(latin1)
+    assert response.status_code == 422 and "not UTF-8" in response.json()["error"]["message"]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("sentence,label\nfine,1\nbad,0,extra\n")
+    assert "ragged" in alice.upload(ragged).json()["error"]["message"]
+    response = alice.upload(write_csv(tmp_path / "x.txt", ["a"], [("b",)]))
+    assert response.status_code == 422 and response.json()["error"]["param"] == "file"
+    response = alice.http.post("/v1/files", data={"other": "field"})
+    assert response.status_code == 422 and response.json()["error"]["param"] == "file"
+    after = {f["id"] for f in alice.http.get("/v1/files").json()["data"]}
+    assert after == before
+
+
+def test_upload_limit_is_enforced_while_streaming(alice: Client, tmp_path: Path) -> None:
+    # The service under test allows 2,000,000 bytes.
+    big = tmp_path / "big.csv"
+    big.write_text("sentence,label\n" + "a fine sentence,1\n" * 150_000)  # 2.7 MB
+    response = alice.upload(big)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "file_too_large"
+
+    def chunked() -> Any:  # no Content-Length: only counting while reading can stop it
+        boundary = b"--xyz"
+        yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="b.csv"'
+        yield b"\r\nContent-Type: text/csv\r\n\r\nsentence,label\r\n"
+        for _ in range(300):
+            yield b"a fine sentence,1\n" * 500
+        yield b"\r\n" + boundary + b"--\r\n"
+
+    response = alice.http.post(
+        "/v1/files",
+        content=chunked(),
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 413
+
+
+def test_delete_file_keeps_queued_jobs_working(alice: Client, data_dir: Path) -> None:
+    upload = alice.upload(data_dir / "train.csv").json()
+    job = submit_job(alice, upload["id"], hyperparameters={"epochs": 1})
+    deleted = alice.http.delete(f"/v1/files/{upload['id']}")
+    assert deleted.status_code == 200
+    assert alice.http.get(f"/v1/files/{upload['id']}").status_code == 404
+    assert alice.wait_for(job["id"], {"succeeded", "failed"})["status"] == "succeeded"

@@ -1,0 +1,307 @@
+"""Faults injected for real: killed workers, graceful shutdown, Redis restarts, duplicate
+deliveries, an API restart, a full disk. Each test has its own Redis, API and workers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.queue import dispatch, make_celery
+from app.settings import Settings
+from tests.harness import Client, RedisServer, Service, free_port, service_env, wait_until
+
+# Long enough to be interrupted mid-way on tiny models: 100 steps an epoch.
+SLOW_JOB = {
+    "epochs": 6,
+    "batch_size": 4,
+    "learning_rate": 0.005,
+    "checkpoint_every_steps": 20,
+    "log_every_steps": 5,
+}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, models_dir: Path) -> Iterator[tuple[RedisServer, Service]]:
+    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
+    svc = Service(
+        service_env(redis_server.url, tmp_path / "storage", models_dir),
+        free_port(),
+        tmp_path / "logs",
+    )
+    svc.start_api()
+    yield redis_server, svc
+    svc.stop()
+    redis_server.stop(signal.SIGKILL)
+
+
+def upload_and_submit(client: Client, data_dir: Path, **hyper: Any) -> str:
+    file_id = client.upload(data_dir / "train.csv").json()["id"]
+    response = client.submit(
+        {
+            "model": "tiny",
+            "training_file": file_id,
+            "text_column": "sentence",
+            "label_column": "label",
+            "hyperparameters": {**SLOW_JOB, **hyper},
+        }
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def wait_for_step(client: Client, job_id: str, step: int, timeout: float = 120) -> None:
+    wait_until(
+        lambda: client.job(job_id)["progress"]["step"] >= step,
+        timeout,
+        f"{job_id} at step {step}",
+        interval=0.1,
+    )
+
+
+def status_events(client: Client, job_id: str) -> list[str]:
+    return [e["data"].get("status") for e in client.events(job_id) if "status" in e["data"]]
+
+
+def test_killed_worker_job_resumes_elsewhere_and_matches_an_uninterrupted_run(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    _, svc = stack
+    client = Client(svc.url)
+    first = svc.start_worker("doomed")
+    job_id = upload_and_submit(client, data_dir)
+    wait_for_step(client, job_id, 130)  # past the checkpoints at 120 (and epoch end 100)
+    svc.stop_worker(first, signal.SIGKILL)  # a reclaimed spot machine: no goodbye
+    svc.start_worker("rescuer")
+    done = client.wait_for(job_id, {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempt"] == 2
+
+    events = client.events(job_id)
+    requeued = [e for e in events if "re-queued" in e["message"]]
+    resumed = [e for e in events if e["data"].get("resumed")]
+    assert len(requeued) == 1 and "lease expired" in requeued[0]["message"]
+    assert len(resumed) == 1 and resumed[0]["data"]["step"] >= 120  # not from step 0
+    assert status_events(client, job_id).count("succeeded") == 1
+    assert [e["type"] for e in events].count("error") == 0
+
+    baseline = upload_and_submit(client, data_dir)
+    clean = client.wait_for(baseline, {"succeeded", "failed"}, timeout=240)
+    for name, value in clean["metrics"].items():
+        assert done["metrics"][name] == pytest.approx(value, abs=1e-4), name
+    artifact = svc.env["FINETUNE_STORAGE_DIR"] + f"/jobs/{job_id}/model.tar.gz"
+    assert Path(artifact).is_file()
+    assert sorted(p.name for p in Path(artifact).parent.iterdir() if "tar" in p.name) == [
+        "model.tar.gz"
+    ]
+
+
+def test_sigterm_checkpoints_and_hands_the_job_back(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    _, svc = stack
+    client = Client(svc.url)
+    worker = svc.start_worker("leaving")
+    job_id = upload_and_submit(client, data_dir)
+    wait_for_step(client, job_id, 50)
+    svc.stop_worker(worker, signal.SIGTERM, timeout=60)
+    assert worker.returncode == 0
+    handed_back = client.job(job_id)
+    assert handed_back["status"] == "queued" and handed_back["attempt"] == 2
+    messages = [e["message"] for e in client.events(job_id)]
+    assert any("the worker shut down" in m for m in messages)
+
+    svc.start_worker("next")
+    done = client.wait_for(job_id, {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded"
+    resumed = [e for e in client.events(job_id) if e["data"].get("resumed")]
+    assert resumed and resumed[0]["data"]["step"] >= 50  # from the hand-back checkpoint
+
+
+def test_job_whose_workers_keep_vanishing_fails_after_max_attempts(
+    tmp_path: Path, models_dir: Path, data_dir: Path
+) -> None:
+    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
+    env = service_env(redis_server.url, tmp_path / "storage", models_dir, FINETUNE_MAX_ATTEMPTS="2")
+    svc = Service(env, free_port(), tmp_path / "logs")
+    try:
+        svc.start_api()
+        client = Client(svc.url)
+        job_id = upload_and_submit(client, data_dir, epochs=50)
+        for attempt in (1, 2):
+            worker = svc.start_worker(f"victim{attempt}")
+            wait_until(
+                lambda a=attempt: (
+                    client.job(job_id)["attempt"] == a and client.job(job_id)["status"] == "running"
+                ),
+                120,
+                "running",
+            )
+            wait_for_step(client, job_id, 10 * attempt)
+            svc.stop_worker(worker, signal.SIGKILL)
+        svc.start_worker("observer")  # its reaper finds the second lost attempt
+        done = client.wait_for(job_id, {"failed", "succeeded"}, timeout=60)
+        assert done["status"] == "failed" and done["error"]["code"] == "worker_lost"
+        assert "gave up after 2 attempts" in done["error"]["message"]
+    finally:
+        svc.stop()
+        redis_server.stop(signal.SIGKILL)
+
+
+def test_redis_restart_loses_nothing_and_running_job_finishes(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    redis_server, svc = stack
+    client = Client(svc.url)
+    svc.start_worker("steady")
+    running = upload_and_submit(client, data_dir)
+    queued = upload_and_submit(client, data_dir, epochs=1)
+    wait_for_step(client, running, 40)
+    files_before = client.http.get("/v1/files").json()["data"]
+    events_before = len(client.events(running))
+
+    redis_server.stop(signal.SIGTERM)  # append-only file on, as in docker-compose.yml
+    time.sleep(2)
+    redis_server.start()
+
+    assert client.http.get("/v1/files").json()["data"] == files_before
+    assert len(client.events(running)) >= events_before
+    done = client.wait_for(running, {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert client.wait_for(queued, {"succeeded", "failed"}, timeout=240)["status"] == "succeeded"
+    assert status_events(client, running).count("succeeded") == 1
+
+
+def test_duplicate_delivery_trains_once(stack: tuple[RedisServer, Service], data_dir: Path) -> None:
+    _, svc = stack
+    client = Client(svc.url)
+    svc.start_worker("a")
+    svc.start_worker("b")
+    wait_until(lambda: svc.worker_count() >= 2, 60, "two workers")
+    job_id = upload_and_submit(client, data_dir, epochs=2)
+    # The transport re-delivers the same message (as after its visibility timeout).
+    celery = make_celery(Settings(redis_url=svc.env["FINETUNE_REDIS_URL"]))
+    dispatch(celery, "finetune", job_id, 1)
+    dispatch(celery, "finetune", job_id, 1)
+    done = client.wait_for(job_id, {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded"
+    time.sleep(2)  # let the duplicates be consumed
+    statuses = status_events(client, job_id)
+    assert statuses.count("running") == 1 and statuses.count("succeeded") == 1
+    logs = "".join(p.read_text() for p in svc.log_dir.glob("worker-*.log"))
+    assert logs.count("delivery skipped") >= 2
+
+
+def test_api_restart_keeps_idempotency_and_hides_partial_uploads(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    _, svc = stack
+    client = Client(svc.url)
+    file_id = client.upload(data_dir / "train.csv").json()["id"]
+    body = {
+        "model": "tiny",
+        "training_file": file_id,
+        "text_column": "sentence",
+        "label_column": "label",
+        "hyperparameters": {"epochs": 1},
+    }
+    first = client.submit(body, headers={"Idempotency-Key": "once"}).json()
+
+    # An upload cut off by the API going down: the API dies while the body streams in.
+    def slow_body() -> Iterator[bytes]:
+        yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="cut.csv"\r\n\r\n'
+        yield b"sentence,label\n"
+        for _ in range(50):
+            time.sleep(0.1)
+            yield b"a fine sentence,1\n" * 100
+
+    def upload() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                svc.url + "/v1/files",
+                content=slow_body(),
+                timeout=30,
+                headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+            )
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    time.sleep(1.0)
+    assert svc.api is not None
+    svc.api.kill()
+    svc.api.wait()
+    thread.join(timeout=30)
+    svc.start_api()
+
+    again = client.submit(body, headers={"Idempotency-Key": "once"}).json()
+    assert again["id"] == first["id"]
+    names = [f["filename"] for f in client.http.get("/v1/files").json()["data"]]
+    assert names == ["train.csv"]
+
+
+def test_full_disk_while_checkpointing_fails_readably_and_keeps_the_last_checkpoint(
+    tmp_path: Path, models_dir: Path, data_dir: Path
+) -> None:
+    """A real ENOSPC: checkpoints on a tiny tmpfs that fills up after the first one."""
+    import worker  # noqa: F401
+    from app.layout import list_checkpoints
+    from app.schemas import Hyperparameters, JobSpec
+    from worker.errors import StorageError
+    from worker.pipeline.run import PipelineOptions, run_pipeline
+    from worker.reporter import LogReporter
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)]).returncode:
+        pytest.fail("this test needs root to mount a tmpfs")
+    try:
+        checkpoints = mount / "checkpoints"
+
+        class FillsTheDisk(LogReporter):
+            def progress(self, progress: Any) -> None:
+                if progress.step == 12 and not (mount / "filler").exists():
+                    with (mount / "filler").open("wb") as filler:
+                        try:
+                            while True:
+                                filler.write(b"\0" * 65536)
+                        except OSError:
+                            pass
+
+        spec = JobSpec(
+            model="tiny",
+            training_file=str(data_dir / "train.csv"),
+            text_column="sentence",
+            label_column="label",
+            hyperparameters=Hyperparameters(epochs=2, checkpoint_every_steps=10, log_every_steps=1),
+        )
+        with pytest.raises(StorageError, match="could not write checkpoint at step 20"):
+            run_pipeline(
+                spec,
+                tmp_path / "out",
+                checkpoints,
+                FillsTheDisk(),
+                PipelineOptions(models_dir=models_dir),
+            )
+        saved = list_checkpoints(checkpoints)
+        assert [c["global_step"] for c in saved] == [10]
+        (mount / "filler").unlink()
+        metrics = run_pipeline(
+            spec,
+            tmp_path / "out",
+            checkpoints,
+            LogReporter(),
+            PipelineOptions(models_dir=models_dir),
+        )
+        assert metrics["resumed_from_step"] == 10
+        assert json.loads((tmp_path / "out" / "metrics.json").read_text())["global_step"] == 50
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
