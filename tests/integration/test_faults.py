@@ -269,7 +269,7 @@ def test_full_disk_while_checkpointing_fails_readably_and_keeps_the_last_checkpo
         class FillsTheDisk(LogReporter):
             def progress(self, progress: Any) -> None:
                 if progress.step == 12 and not (mount / "filler").exists():
-                    with (mount / "filler").open("wb") as filler:
+                    with (mount / "filler").open("wb", buffering=0) as filler:
                         try:
                             while True:
                                 filler.write(b"\0" * 65536)
@@ -302,6 +302,8 @@ def test_full_disk_while_checkpointing_fails_readably_and_keeps_the_last_checkpo
             PipelineOptions(models_dir=models_dir),
         )
         assert metrics["resumed_from_step"] == 10
-        assert json.loads((tmp_path / "out" / "metrics.json").read_text())["global_step"] == 50
+        assert (
+            json.loads((tmp_path / "out" / "metrics.json").read_text())["global_step"] == 46
+        )  # 360 rows after the hold-out: 23 steps an epoch
     finally:
         subprocess.run(["umount", "-l", str(mount)])
