@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -198,11 +199,13 @@ def up() -> None:
     processes.append(subprocess.Popen(api))
     processes.append(subprocess.Popen(worker_command("worker-1")))
     console.print(f"API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops")
+    stop = threading.Event()
+    # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        while all(p.poll() is None for p in processes):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        while not stop.is_set() and all(p.poll() is None for p in processes):
+            stop.wait(0.5)
     finally:
         for process in reversed(processes):
             if process.poll() is None:

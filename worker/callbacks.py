@@ -52,6 +52,7 @@ class ProgressCallback(keras.callbacks.Callback):
         self.tokens_per_second: float | None = None
         self.samples_per_second: float | None = None
         self.seconds_per_step: float | None = None
+        self.reported = False  # the first step of a run is always reported (time to train)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.window_start = time.monotonic()
@@ -67,8 +68,11 @@ class ProgressCallback(keras.callbacks.Callback):
         self.window_tokens += int(self.plan.real_tokens[index])
         self.window_rows += int(self.plan.rows[index])
         self.window_steps += 1
-        if self.state.global_step % self.every_steps and self.state.global_step != self.total_steps:
+        first_of_run = not self.reported
+        last = self.state.global_step == self.total_steps
+        if self.state.global_step % self.every_steps and not (first_of_run or last):
             return
+        self.reported = True
         elapsed = max(time.monotonic() - self.window_start, 1e-9)
         self.tokens_per_second = self.window_tokens / elapsed
         self.samples_per_second = self.window_rows / elapsed
