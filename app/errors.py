@@ -24,6 +24,13 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers, all in the one error shape."""
+    from app.schemas import ErrorResponse
+
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
 def not_found(kind: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"no {kind} with id '{ident}'", None)
 

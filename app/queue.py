@@ -44,11 +44,14 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def dispatch(celery: Celery, queue: str, job_id: str, attempt: int) -> None:
+def dispatch(
+    celery: Celery, queue: str, job_id: str, attempt: int, countdown: float | None = None
+) -> None:
     celery.send_task(
         RUN_JOB_TASK,
         args=[job_id, attempt],
         queue=queue,
+        countdown=countdown,
         retry=True,
         retry_policy={
             "max_retries": 20,

@@ -118,6 +118,11 @@ class JobCreate(StrictModel):
             named.append(self.text_pair_column)
         if len(set(named)) != len(named):
             raise ValueError("text_column, text_pair_column and label_column must be different")
+        if self.validation_file is not None and self.validation_file == self.training_file:
+            raise ValueError(
+                "validation_file is the training file; omit it to hold out part of the training "
+                "data, or upload a separate validation set"
+            )
         return self
 
 

@@ -92,6 +92,10 @@ class TransitionRefused(Exception):
     """The job is not in a state that allows this change (or the caller lost its lease)."""
 
 
+class TenantAtLimit(Exception):
+    """The job's tenant already runs as many jobs as it may; the job waits in the queue."""
+
+
 class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
@@ -124,6 +128,14 @@ class Store:
     @staticmethod
     def _tenant_jobs(tenant: str) -> str:
         return f"{PREFIX}:tenant:{tenant}:jobs"
+
+    @staticmethod
+    def _tenant_queued(tenant: str) -> str:
+        return f"{PREFIX}:tenant:{tenant}:queued"
+
+    @staticmethod
+    def _tenant_running(tenant: str) -> str:
+        return f"{PREFIX}:tenant:{tenant}:running"
 
     @staticmethod
     def _tenant_files(tenant: str) -> str:
@@ -174,6 +186,7 @@ class Store:
     redis.call('set', KEYS[2], ARGV[2])
     redis.call('zadd', KEYS[3], ARGV[3], ARGV[1])
     redis.call('sadd', KEYS[4], ARGV[1])
+    redis.call('sadd', KEYS[5], ARGV[1])
     return ARGV[1]
     """
 
@@ -192,11 +205,12 @@ class Store:
         idem = self._idempotency(record.tenant, idempotency_key) if idempotency_key else ""
         stored_id = self.r.eval(
             self._CREATE_JOB,
-            4,
+            5,
             idem,
             self._job(record.id),
             self._tenant_jobs(record.tenant),
             self.ACTIVE,
+            self._tenant_queued(record.tenant),
             record.id,
             record.model_dump_json(),
             record.created_at.timestamp(),
@@ -249,16 +263,13 @@ class Store:
         return found[:limit], len(found) > limit
 
     def count_active(self, tenant: str) -> dict[JobStatus, int]:
-        counts = {JobStatus.queued: 0, JobStatus.running: 0, JobStatus.cancelling: 0}
-        ids = list(self.r.smembers(self.ACTIVE))
-        if not ids:
-            return counts
-        for raw in self.r.mget([self._job(i) for i in ids]):
-            if raw:
-                record = JobRecord.model_validate_json(raw)
-                if record.tenant == tenant and record.status in counts:
-                    counts[record.status] += 1
-        return counts
+        """Queued and running (incl. cancelling) jobs of a tenant, from sets kept in step with
+        every transition: O(1), so admission control stays cheap under a burst."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.scard(self._tenant_queued(tenant))
+            pipe.scard(self._tenant_running(tenant))
+            queued, running = pipe.execute()
+        return {JobStatus.queued: queued, JobStatus.running: running}
 
     def public_job(self, record: JobRecord, artifact_url: Callable[[str], str]) -> Job:
         progress_raw = self.r.get(self._progress(record.id))
@@ -297,11 +308,13 @@ class Store:
         *,
         set_lease: tuple[str, float] | None = None,
         drop_lease: bool = False,
+        running_limit: int | None = None,
     ) -> JobRecord:
         """Apply `change(record, current_lease_token)` atomically; it raises TransitionRefused.
 
         `set_lease=(token, seconds)` takes the lease in the same MULTI when the job ends up
-        running; `drop_lease` releases it."""
+        running; `drop_lease` releases it. With `running_limit`, a job may only start running
+        while its tenant has fewer running jobs (TenantAtLimit otherwise)."""
         job_key, lease_key = self._job(job_id), self._lease(job_id)
 
         def attempt(pipe: redis.client.Pipeline) -> JobRecord:
@@ -309,9 +322,25 @@ class Store:
             if raw is None:
                 raise TransitionRefused(f"job {job_id} does not exist")
             record = JobRecord.model_validate_json(raw)
+            running_key = self._tenant_running(record.tenant)
+            pipe.watch(running_key)
+            was_running = record.status in (JobStatus.running, JobStatus.cancelling)
             updated = change(record, pipe.get(lease_key))
+            now_running = updated.status in (JobStatus.running, JobStatus.cancelling)
+            if running_limit is not None and now_running and not was_running:
+                running = pipe.smembers(running_key) - {job_id}
+                if len(running) >= running_limit:
+                    raise TenantAtLimit(f"tenant already runs {len(running)} jobs")
             pipe.multi()
             pipe.set(job_key, updated.model_dump_json())
+            if now_running:
+                pipe.sadd(running_key, job_id)
+            else:
+                pipe.srem(running_key, job_id)
+            if updated.status == JobStatus.queued:
+                pipe.sadd(self._tenant_queued(record.tenant), job_id)
+            else:
+                pipe.srem(self._tenant_queued(record.tenant), job_id)
             if updated.status in TERMINAL_STATUSES:
                 pipe.srem(self.ACTIVE, job_id)
                 pipe.delete(lease_key, self._cancel(job_id))
@@ -331,9 +360,17 @@ class Store:
 
         self._transition(job_id, change)
 
-    def claim(self, job_id: str, attempt: int, worker: str, lease_seconds: float) -> str | None:
+    def claim(
+        self,
+        job_id: str,
+        attempt: int,
+        worker: str,
+        lease_seconds: float,
+        running_limit: int | None = None,
+    ) -> str | None:
         """Take the job for this delivery; None when it is not ours to run (stale, duplicate,
-        cancelled or finished). Returns the fencing token otherwise."""
+        cancelled or finished). Returns the fencing token otherwise; raises TenantAtLimit when
+        the tenant already runs `running_limit` jobs."""
         token = secrets.token_hex(12)
         outcome: dict[str, Any] = {}
 
@@ -357,7 +394,9 @@ class Store:
             return record
 
         try:
-            self._transition(job_id, change, set_lease=(token, lease_seconds))
+            self._transition(
+                job_id, change, set_lease=(token, lease_seconds), running_limit=running_limit
+            )
         except TransitionRefused:
             return None
         if outcome.get("cancelled"):

@@ -21,14 +21,15 @@ from app.layout import checkpoint_dir, job_dir, output_dir
 from app.logs import current_job_id
 from app.schemas import ErrorInfo, JobStatus, Progress
 from app.settings import Settings
-from app.store import Store, TransitionRefused
+from app.store import Store, TenantAtLimit, TransitionRefused
 from worker.errors import JobCancelled, JobError, JobInterrupted, StorageError
 from worker.reporter import StopSignal
 
 log = logging.getLogger("finetune.worker")
 ARTIFACT_NAME = "model.tar.gz"
 
-Dispatch = Callable[[str, int], None]
+Dispatch = Callable[..., None]  # (job_id, attempt, countdown=None)
+TENANT_LIMIT_RETRY_SECONDS = 5.0
 
 
 class LeaseLost(Exception):
@@ -137,7 +138,18 @@ def run_attempt(
     """Returns what happened: skipped, succeeded, failed, cancelled, requeued or lease_lost."""
     token_var = current_job_id.set(job_id)
     try:
-        token = store.claim(job_id, attempt, worker, settings.lease_seconds)
+        try:
+            token = store.claim(
+                job_id,
+                attempt,
+                worker,
+                settings.lease_seconds,
+                running_limit=settings.max_running_jobs_per_tenant,
+            )
+        except TenantAtLimit:
+            # Stays queued; offered again shortly, leaving this worker free for other tenants.
+            dispatch(job_id, attempt, countdown=TENANT_LIMIT_RETRY_SECONDS)
+            return "deferred"
         if token is None:
             log.info(
                 "delivery skipped (stale, duplicate, cancelled or finished)",

@@ -31,5 +31,7 @@ def run_job(self: Any, job_id: str, attempt: int) -> str:
         job_id,
         attempt,
         worker_name,
-        lambda jid, att: dispatch(celery, settings.queue_name, jid, att),
+        lambda jid, att, countdown=None: dispatch(
+            celery, settings.queue_name, jid, att, countdown=countdown
+        ),
     )

@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 
 from app.datafiles import STORED_SUFFIX, DataFileProblem, format_for, inspect_file
 from app.deps import SettingsDep, StoreDep, TenantDep
-from app.errors import ApiError, invalid, not_found
+from app.errors import ApiError, error_responses, invalid, not_found
 from app.layout import is_valid_id
 from app.limits import UploadTooLarge
 from app.schemas import FileList, FileObject
@@ -26,7 +26,9 @@ def file_path(files_dir: Path, file_id: str, fmt: str) -> Path:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/v1/files", tags=["files"])
+    router = APIRouter(
+        prefix="/v1/files", tags=["files"], responses=error_responses(401, 404, 413, 422)
+    )
 
     @router.post(
         "",

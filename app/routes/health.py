@@ -10,12 +10,13 @@ from redis.exceptions import RedisError
 
 from app.catalog import list_local_models
 from app.deps import SettingsDep, StoreDep, TenantDep
+from app.errors import error_responses
 from app.schemas import ModelInfo
 
 router = APIRouter(tags=["service"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={503: {"description": "Redis unreachable"}})
 def healthz(store: StoreDep) -> JSONResponse:
     body: dict[str, Any] = {"api": "ok"}
     try:
@@ -31,7 +32,7 @@ def healthz(store: StoreDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/v1/models", response_model=list[ModelInfo])
+@router.get("/v1/models", response_model=list[ModelInfo], responses=error_responses(401))
 def list_models(_: TenantDep, settings: SettingsDep) -> list[ModelInfo]:
     """Local models by name; with hub access on, any hub id may be used too."""
     return [ModelInfo(id=name, source="local") for name in list_local_models(settings.models_dir)]

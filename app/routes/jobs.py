@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.catalog import UnknownModel, resolve_model
 from app.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
 from app.deps import SettingsDep, StoreDep, TenantDep
-from app.errors import ApiError, invalid, not_found
+from app.errors import ApiError, error_responses, invalid, not_found
 from app.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
 from app.queue import dispatch, get_celery
 from app.schemas import (
@@ -33,7 +33,9 @@ from app.schemas import (
 from app.settings import Settings
 from app.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 429, 409)
+)
 ARTIFACT_NAME = "model.tar.gz"
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
