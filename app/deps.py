@@ -10,7 +10,7 @@ from fastapi import Depends, Header
 
 from app.errors import ApiError
 from app.settings import Settings, get_settings
-from app.store import Store, connect
+from app.store import AsyncReader, Store, connect
 
 DEFAULT_TENANT = "default"
 
@@ -20,15 +20,35 @@ def get_store() -> Store:
     return Store(connect(get_settings().redis_url))
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[Store, Depends(get_store)]
+@lru_cache
+def get_reader() -> AsyncReader:
+    return AsyncReader(get_settings().redis_url)
+
+
+# Dependencies are `async def` on purpose: they never block, and FastAPI would otherwise run
+# each one in the threadpool (a thread hop per dependency per request).
+async def _settings() -> Settings:
+    return get_settings()
+
+
+async def _store() -> Store:
+    return get_store()
+
+
+async def _reader() -> AsyncReader:
+    return get_reader()
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ReaderDep = Annotated[AsyncReader, Depends(_reader)]
+StoreDep = Annotated[Store, Depends(_store)]
 
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_tenant(
+async def get_tenant(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> str:

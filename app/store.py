@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.asyncio as redis_async
 from pydantic import BaseModel, Field
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -272,33 +274,11 @@ class Store:
         return {JobStatus.queued: queued, JobStatus.running: running}
 
     def public_job(self, record: JobRecord, artifact_url: Callable[[str], str]) -> Job:
-        progress_raw = self.r.get(self._progress(record.id))
-        history = [json.loads(h) for h in self.r.lrange(self._history(record.id), 0, -1)]
-        req = record.request
-        metrics = record.metrics or (
-            {k: v for k, v in history[-1].items() if k not in ("epoch", "step")} if history else {}
-        )
-        return Job(
-            id=record.id,
-            status=record.status,
-            model=req.model,
-            training_file=req.training_file,
-            validation_file=req.validation_file,
-            text_column=req.text_column,
-            text_pair_column=req.text_pair_column,
-            label_column=req.label_column,
-            hyperparameters=req.hyperparameters,
-            metadata=req.metadata,
-            created_at=record.created_at,
-            started_at=record.started_at,
-            finished_at=record.finished_at,
-            attempt=record.attempt,
-            progress=Progress.model_validate_json(progress_raw) if progress_raw else Progress(),
-            metrics=metrics,
-            history=history,
-            error=record.error,
-            artifacts={"model": artifact_url(record.id)} if record.has_artifact else {},
-        )
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(self._progress(record.id))
+            pipe.lrange(self._history(record.id), 0, -1)
+            progress_raw, history_raw = pipe.execute()
+        return public_job(record, progress_raw, history_raw, artifact_url)
 
     # -- transitions ------------------------------------------------------------------------------
     def _transition(
@@ -595,3 +575,68 @@ class Store:
 
     def ping(self) -> bool:
         return bool(self.r.ping())
+
+
+def public_job(
+    record: JobRecord,
+    progress_raw: str | None,
+    history_raw: list[str],
+    artifact_url: Callable[[str], str],
+) -> Job:
+    history = [json.loads(h) for h in history_raw]
+    req = record.request
+    metrics = record.metrics or (
+        {k: v for k, v in history[-1].items() if k not in ("epoch", "step")} if history else {}
+    )
+    return Job(
+        id=record.id,
+        status=record.status,
+        model=req.model,
+        training_file=req.training_file,
+        validation_file=req.validation_file,
+        text_column=req.text_column,
+        text_pair_column=req.text_pair_column,
+        label_column=req.label_column,
+        hyperparameters=req.hyperparameters,
+        metadata=req.metadata,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        attempt=record.attempt,
+        progress=Progress.model_validate_json(progress_raw) if progress_raw else Progress(),
+        metrics=metrics,
+        history=history,
+        error=record.error,
+        artifacts={"model": artifact_url(record.id)} if record.has_artifact else {},
+    )
+
+
+class AsyncReader:
+    """The status poll's read path on redis.asyncio: no thread hop, and a slow or restarting
+    Redis never blocks the API's event loop."""
+
+    def __init__(self, url: str) -> None:
+        self.r = redis_async.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+
+    async def job_view(
+        self, tenant: str, job_id: str, artifact_url: Callable[[str], str]
+    ) -> Job | None:
+        """The public job in one round trip."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(Store._job(job_id))
+            pipe.get(Store._progress(job_id))
+            pipe.lrange(Store._history(job_id), 0, -1)
+            raw, progress_raw, history_raw = await pipe.execute()
+        if raw is None:
+            return None
+        record = JobRecord.model_validate_json(raw)
+        if record.tenant != tenant:
+            return None
+        return public_job(record, progress_raw, history_raw, artifact_url)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.catalog import UnknownModel, resolve_model
 from app.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
-from app.deps import SettingsDep, StoreDep, TenantDep
+from app.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.errors import ApiError, error_responses, invalid, not_found
 from app.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
 from app.queue import dispatch, get_celery
@@ -213,8 +213,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job)
-def get_job(job_id: str, tenant: TenantDep, store: StoreDep) -> Job:
-    return store.public_job(_load(store, tenant, job_id), artifact_url)
+async def get_job(job_id: str, tenant: TenantDep, reader: ReaderDep) -> Job:
+    valid = is_valid_id(job_id, "job")
+    job = await reader.job_view(tenant, job_id, artifact_url) if valid else None
+    if job is None:
+        raise not_found("job", job_id)
+    return job
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
