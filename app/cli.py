@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
+from app.client_cli import register as register_client_commands
 from app.settings import get_settings
 
 cli = typer.Typer(help="Fine-tune Hugging Face models with TensorFlow/Keras.", no_args_is_help=True)
@@ -215,6 +216,9 @@ def up() -> None:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+register_client_commands(cli)
 
 
 def main() -> None:

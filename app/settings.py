@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     worker_cache_entries: int = Field(default=4, ge=0)
     log_level: str = "INFO"
 
+    # Client side (the `finetune` commands that talk to a running service).
+    url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+
     @field_validator("api_keys")
     @classmethod
     def _keys_well_formed(cls, value: str) -> str:

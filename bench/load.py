@@ -22,7 +22,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.factories import build_tiny_bert, sentiment_rows, write_csv
-from tests.harness import Client, RedisServer, Service, free_port, service_env
+from tests.harness import (
+    Client,
+    RedisServer,
+    Service,
+    exit_cleanly_on_sigterm,
+    free_port,
+    service_env,
+)
 
 DEBUG = False
 
@@ -106,6 +113,7 @@ async def burst(url: str, body: dict, count: int) -> tuple[list[str], int, float
 
 
 def main() -> None:
+    exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=15)

@@ -21,6 +21,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """Scripts that start services: turn SIGTERM (timeout, CI) into a normal exit so their
+    `finally` blocks stop the processes they started instead of leaving orphans."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -196,8 +202,8 @@ def service_env(
         FINETUNE_LEASE_SECONDS="6",
         FINETUNE_REAPER_INTERVAL_SECONDS="1",
         PYTHONPATH=str(ROOT),
-        **extra,
     )
+    env.update(extra)
     return env
 
 
