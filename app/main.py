@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
+from app import metrics
 from app.errors import install_error_handlers
 from app.limits import UploadLimitMiddleware
 from app.logs import configure_logging
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.build_router())
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(metrics.build_router())
+    app.add_middleware(metrics.RequestTimer)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     worker_precision: Precision = "auto"
     worker_cache_entries: int = Field(default=4, ge=0)
     log_level: str = "INFO"
+    # Key for the X-Finetune-Signature HMAC on webhook calls (unsigned when empty).
+    webhook_secret: str = ""
 
     # Client side (the `finetune` commands that talk to a running service).
     url: str = "http://127.0.0.1:8000"

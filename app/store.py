@@ -38,6 +38,8 @@ from app.schemas import (
 )
 
 PREFIX = "ft"
+DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
+QUEUE_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 EVENTS_MAXLEN = 20_000
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -302,6 +304,8 @@ class Store:
             if raw is None:
                 raise TransitionRefused(f"job {job_id} does not exist")
             record = JobRecord.model_validate_json(raw)
+            record_was_terminal = record.status in TERMINAL_STATUSES
+            was_queued_never_started = record.started_at is None
             running_key = self._tenant_running(record.tenant)
             pipe.watch(running_key)
             was_running = record.status in (JobStatus.running, JobStatus.cancelling)
@@ -324,6 +328,11 @@ class Store:
             if updated.status in TERMINAL_STATUSES:
                 pipe.srem(self.ACTIVE, job_id)
                 pipe.delete(lease_key, self._cancel(job_id))
+                if record_was_terminal is False:
+                    self._observe_end(pipe, updated)
+            if was_queued_never_started and updated.started_at is not None:
+                queued_for = (updated.started_at - updated.created_at).total_seconds()
+                self._observe(pipe, "queue_seconds", queued_for, QUEUE_BUCKETS)
             elif drop_lease:
                 pipe.delete(lease_key)
             elif set_lease is not None and updated.status == JobStatus.running:
@@ -331,6 +340,59 @@ class Store:
             return updated
 
         return self.r.transaction(attempt, job_key, lease_key, value_from_callable=True)
+
+    # -- operator statistics (kept in Redis so every process sees the same numbers) ------------
+    STATS_TERMINAL = f"{PREFIX}:stats:terminal"
+
+    def _observe_end(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
+        pipe.hincrby(self.STATS_TERMINAL, record.status.value, 1)
+        if record.started_at is not None and record.finished_at is not None:
+            seconds = (record.finished_at - record.started_at).total_seconds()
+            self._observe(pipe, "duration_seconds", seconds, DURATION_BUCKETS)
+
+    @staticmethod
+    def _observe(
+        pipe: redis.client.Pipeline, name: str, value: float, buckets: tuple[float, ...]
+    ) -> None:
+        key = f"{PREFIX}:stats:hist:{name}"
+        bucket = next((b for b in buckets if value <= b), float("inf"))
+        pipe.hincrby(key, f"le:{bucket}", 1)
+        pipe.hincrbyfloat(key, "sum", value)
+        pipe.hincrby(key, "count", 1)
+
+    def histogram(
+        self, name: str, buckets: tuple[float, ...]
+    ) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative (upper bound, count) pairs and the sum, Prometheus style."""
+        raw = self.r.hgetall(f"{PREFIX}:stats:hist:{name}")
+        cumulative, running = [], 0
+        for bound in (*buckets, float("inf")):
+            running += int(raw.get(f"le:{bound}", 0))
+            cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+        return cumulative, float(raw.get("sum", 0.0))
+
+    def status_counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in JobStatus}
+        for status, count in self.r.hgetall(self.STATS_TERMINAL).items():
+            counts[status] = int(count)
+        ids = list(self.r.smembers(self.ACTIVE))
+        for raw in self.r.mget([self._job(i) for i in ids]) if ids else []:
+            if raw:
+                counts[JobRecord.model_validate_json(raw).status.value] += 1
+        return counts
+
+    def running_throughput(self) -> dict[str, float]:
+        """tokens/s of each running job, from its latest progress report."""
+        ids = list(self.r.smembers(self.ACTIVE))
+        result = {}
+        for job_id, raw in zip(
+            ids, self.r.mget([self._progress(i) for i in ids]) if ids else [], strict=False
+        ):
+            if raw:
+                progress = Progress.model_validate_json(raw)
+                if progress.tokens_per_second and progress.percent < 100:
+                    result[job_id] = progress.tokens_per_second
+        return result
 
     def mark_dispatched(self, job_id: str, attempt: int) -> None:
         def change(record: JobRecord, _lease: str | None) -> JobRecord:

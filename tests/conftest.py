@@ -22,6 +22,7 @@ from tests.harness import (
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WEBHOOK_SECRET = "webhook-secret-for-tests"
 KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-9876543210"}
 
 
@@ -56,7 +57,12 @@ def service(
     keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
     svc = Service(
         service_env(
-            redis_server.url, storage, models_dir, keys, FINETUNE_MAX_UPLOAD_BYTES="2000000"
+            redis_server.url,
+            storage,
+            models_dir,
+            keys,
+            FINETUNE_MAX_UPLOAD_BYTES="2000000",
+            FINETUNE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         ),
         free_port(),
         ARTIFACTS / "logs",

@@ -17,6 +17,7 @@ from app.queue import dispatch
 from app.schemas import JobStatus
 from app.settings import Settings
 from app.store import Store
+from app.webhooks import notify
 
 log = logging.getLogger("finetune.reaper")
 UNDISPATCHED_GRACE_SECONDS = 10.0
@@ -38,6 +39,11 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
                 reason="the worker running it stopped responding (lease expired)",
                 max_attempts=settings.max_attempts,
             )
+            if requeued is None:
+                given_up = store.get_record(job_id)
+                if given_up is not None and given_up.status.terminal:
+                    notify(given_up, settings.webhook_secret)
+                continue
             if requeued is not None:
                 log.warning("re-queued job", extra={"job_id": job_id})
                 dispatch(celery, settings.queue_name, job_id, requeued.attempt)

@@ -20,8 +20,9 @@ from redis.exceptions import RedisError
 from app.layout import checkpoint_dir, job_dir, output_dir
 from app.logs import current_job_id
 from app.schemas import ErrorInfo, JobStatus, Progress
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from app.store import Store, TenantAtLimit, TransitionRefused
+from app.webhooks import notify
 from worker.errors import JobCancelled, JobError, JobInterrupted, StorageError
 from worker.reporter import StopSignal
 
@@ -244,7 +245,7 @@ def _finish(
     has_artifact: bool = False,
 ) -> str:
     try:
-        _until_written(
+        record = _until_written(
             lambda: store.finish(
                 job_id, token, status, error=error, metrics=metrics, has_artifact=has_artifact
             ),
@@ -254,6 +255,7 @@ def _finish(
     except TransitionRefused as exc:
         log.warning("final status not written: %s", exc, extra={"job_id": job_id})
         return "lease_lost"
+    notify(record, get_settings().webhook_secret)
     return status.value
 
 

@@ -32,6 +32,7 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
+from app.webhooks import notify
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 429, 409)
@@ -222,12 +223,13 @@ async def get_job(job_id: str, tenant: TenantDep, reader: ReaderDep) -> Job:
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
-def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep) -> Job:
+def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> Job:
     record = _load(store, tenant, job_id)
     try:
         record = store.request_cancel(tenant, job_id)
     except TransitionRefused as exc:
         raise ApiError(409, "job_finished", f"cannot cancel: {exc}", None) from exc
+    notify(record, settings.webhook_secret)  # a queued job ends here, at once
     return store.public_job(record, artifact_url)
 
 

@@ -17,4 +17,5 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert sum(report.faults.values()) >= 4 and report.faults["redis restart"] >= 1
     assert report.acknowledged >= 4 and report.succeeded >= 1
     assert report.duplicated == 0 and report.lost == 0, report.problems
+    assert report.failed == 0, report.problems  # faults must never turn into failed jobs
     assert report.recoverable == 0, report.problems  # everything drained

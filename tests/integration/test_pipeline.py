@@ -90,6 +90,7 @@ def final_weights(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
     from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
     reporter = Recorder()
@@ -120,6 +121,11 @@ def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path:
     assert len(history["epoch_train_loss"]) == 3
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["final"] == metrics["final"]
+    tags = set()
+    for event_file in (folder / "tensorboard").rglob("events.out.tfevents.*"):
+        for record in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags |= {value.tag for value in record.summary.value}
+    assert {"loss", "tokens_per_second", "matthews_correlation", "accuracy"} <= tags
 
 
 def test_string_labels_are_mapped_in_sorted_order(models_dir: Path, tmp_path: Path) -> None:

@@ -368,3 +368,21 @@ def test_delete_file_keeps_queued_jobs_working(alice: Client, data_dir: Path) ->
     assert deleted.status_code == 200
     assert alice.http.get(f"/v1/files/{upload['id']}").status_code == 404
     assert alice.wait_for(job["id"], {"succeeded", "failed"})["status"] == "succeeded"
+
+
+def test_prometheus_metrics(alice: Client, service: Service, train_file: dict[str, Any]) -> None:
+    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
+    alice.wait_for(job["id"], {"succeeded"})
+    alice.job(job["id"])
+    text = Client(service.url).http.get("/metrics").text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    assert samples['finetune_jobs{status="succeeded"}'] >= 1
+    assert "finetune_queue_length" in samples
+    assert samples["finetune_job_duration_seconds_count"] >= 1
+    assert samples["finetune_job_queue_seconds_count"] >= 1
+    assert any(name.startswith("finetune_api_request_seconds_count")
+               and 'route="/v1/jobs/{job_id}"' in name for name in samples)

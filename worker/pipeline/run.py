@@ -22,6 +22,7 @@ from worker.pipeline.model import find_model, load_model, load_tokenizer
 from worker.pipeline.save import library_versions, save_outputs
 from worker.pipeline.train import Trainer
 from worker.reporter import Reporter
+from worker.tensorboard import TensorBoardReporter
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,23 @@ def run_pipeline(
     reporter: Reporter,
     options: PipelineOptions,
 ) -> dict[str, Any]:
-    hp = spec.hyperparameters
     started = time.monotonic()
+    reporter = TensorBoardReporter(reporter, output_dir / "tensorboard")
+    try:
+        return _run(spec, output_dir, checkpoint_dir, reporter, options, started)
+    finally:
+        reporter.close()
+
+
+def _run(
+    spec: JobSpec,
+    output_dir: Path,
+    checkpoint_dir: Path,
+    reporter: Reporter,
+    options: PipelineOptions,
+    started: float,
+) -> dict[str, Any]:
+    hp = spec.hyperparameters
     seed_everything(hp.seed)
     requested = hp.precision if hp.precision != "auto" else options.default_precision
     policy = resolve_precision(requested)

@@ -1,0 +1,92 @@
+"""Webhooks on terminal states, delivered to a local HTTP server: signed, retried."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import WEBHOOK_SECRET
+from tests.harness import Client, free_port, wait_until
+
+
+class Receiver:
+    """Answers 500 to the first delivery of each job (to exercise the retry), then 200."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                job_id = json.loads(body)["job"]["id"]
+                first = not any(json.loads(b)["job"]["id"] == job_id for _, _, b in receiver.calls)
+                status = 500 if first else 200
+                receiver.calls.append((status, dict(self.headers), body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    yield hook
+    hook.server.shutdown()
+
+
+def test_webhook_is_signed_retried_and_sent_once(
+    alice: Client, data_dir: Path, receiver: Receiver
+) -> None:
+    file_id = alice.upload(data_dir / "train.csv").json()["id"]
+    job = alice.submit(
+        {
+            "model": "tiny",
+            "training_file": file_id,
+            "text_column": "sentence",
+            "label_column": "label",
+            "webhook_url": receiver.url,
+            "hyperparameters": {"epochs": 1},
+        }
+    ).json()
+    alice.wait_for(job["id"], {"succeeded"})
+    wait_until(lambda: any(status == 200 for status, _, _ in receiver.calls), 30, "delivery")
+    calls = [c for c in receiver.calls if json.loads(c[2])["job"]["id"] == job["id"]]
+    assert [status for status, _, _ in calls] == [500, 200]  # retried after the failure
+    _, headers, body = calls[-1]
+    expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Finetune-Signature"], expected)
+    event = json.loads(body)
+    assert event["type"] == "job.succeeded" and event["job"]["metrics"]["accuracy"] > 0
+
+
+def test_webhook_for_a_cancelled_queued_job(
+    alice: Client, data_dir: Path, receiver: Receiver
+) -> None:
+    file_id = alice.upload(data_dir / "train.csv").json()["id"]
+    body = {
+        "model": "tiny",
+        "training_file": file_id,
+        "text_column": "sentence",
+        "label_column": "label",
+    }
+    blocker = alice.submit({**body, "hyperparameters": {"epochs": 40}}).json()
+    queued = alice.submit({**body, "webhook_url": receiver.url}).json()
+    alice.http.post(f"/v1/jobs/{queued['id']}/cancel")
+    alice.http.post(f"/v1/jobs/{blocker['id']}/cancel")
+    wait_until(lambda: any(s == 200 for s, _, _ in receiver.calls), 30, "delivery")
+    assert json.loads(receiver.calls[-1][2])["type"] == "job.cancelled"
