@@ -384,5 +384,8 @@ def test_prometheus_metrics(alice: Client, service: Service, train_file: dict[st
     assert "finetune_queue_length" in samples
     assert samples["finetune_job_duration_seconds_count"] >= 1
     assert samples["finetune_job_queue_seconds_count"] >= 1
-    assert any(name.startswith("finetune_api_request_seconds_count")
-               and 'route="/v1/jobs/{job_id}"' in name for name in samples)
+    assert any(
+        name.startswith("finetune_api_request_seconds_count")
+        and 'route="/v1/jobs/{job_id}"' in name
+        for name in samples
+    )
