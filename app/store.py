@@ -330,13 +330,13 @@ class Store:
                 pipe.delete(lease_key, self._cancel(job_id))
                 if record_was_terminal is False:
                     self._observe_end(pipe, updated)
-            if was_queued_never_started and updated.started_at is not None:
-                queued_for = (updated.started_at - updated.created_at).total_seconds()
-                self._observe(pipe, "queue_seconds", queued_for, QUEUE_BUCKETS)
             elif drop_lease:
                 pipe.delete(lease_key)
             elif set_lease is not None and updated.status == JobStatus.running:
                 pipe.set(lease_key, set_lease[0], px=int(set_lease[1] * 1000))
+            if was_queued_never_started and updated.started_at is not None:
+                queued_for = (updated.started_at - updated.created_at).total_seconds()
+                self._observe(pipe, "queue_seconds", queued_for, QUEUE_BUCKETS)
             return updated
 
         return self.r.transaction(attempt, job_key, lease_key, value_from_callable=True)

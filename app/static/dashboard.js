@@ -1,0 +1,271 @@
+// The dashboard: a job list that refreshes itself, a job page with live charts, and a form
+// to upload a dataset and start a job. It only uses the public JSON API, with the same key.
+"use strict";
+
+const app = document.getElementById("app");
+let timer = null;
+let charts = [];
+
+function key() { return localStorage.getItem("finetune-api-key") || ""; }
+
+async function api(path, options = {}) {
+  const headers = options.headers || {};
+  if (key()) headers.Authorization = "Bearer " + key();
+  const response = await fetch(path, { ...options, headers });
+  if (!response.ok) {
+    let message = "HTTP " + response.status;
+    try {
+      const body = await response.json();
+      message = body.error.message + (body.error.param ? " (" + body.error.param + ")" : "");
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+const json = async (path, options) => (await api(path, options)).json();
+
+function age(iso) {
+  const seconds = (Date.now() - new Date(iso).getTime()) / 1000;
+  if (seconds < 90) return Math.round(seconds) + " s";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min";
+  return Math.round(seconds / 3600) + " h";
+}
+
+function finalMetric(job) {
+  const m = job.metrics || {};
+  for (const name of ["matthews_correlation", "accuracy", "pearson", "mse"]) {
+    if (name in m) return name + " " + m[name].toFixed(4);
+  }
+  return "";
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+// -- job list and the new-job form --------------------------------------------------------
+
+async function showList() {
+  app.replaceChildren(document.getElementById("list-view").content.cloneNode(true));
+  setupForm();
+  const refresh = async () => {
+    try {
+      const page = await json("/v1/jobs?limit=50");
+      const body = document.querySelector("#jobs tbody");
+      body.replaceChildren();
+      for (const job of page.data) {
+        const row = body.insertRow();
+        const link = document.createElement("a");
+        link.href = "#/jobs/" + job.id;
+        link.textContent = job.id.slice(0, 16) + "…";
+        row.insertCell().append(link);
+        cell(row, job.status, "status " + job.status);
+        cell(row, job.model);
+        cell(row, Math.round(job.progress.percent) + "%");
+        cell(row, age(job.created_at));
+        cell(row, finalMetric(job));
+      }
+    } catch (error) {
+      document.getElementById("form-error").textContent = error.message;
+    }
+  };
+  await refresh();
+  timer = setInterval(refresh, 2000);
+}
+
+async function setupForm() {
+  const models = document.getElementById("model");
+  try {
+    for (const model of await json("/v1/models")) models.add(new Option(model.id, model.id));
+  } catch (error) {
+    document.getElementById("form-error").textContent = error.message;
+  }
+  const file = document.getElementById("file");
+  const error = document.getElementById("form-error");
+  let uploaded = null;
+  file.addEventListener("change", async () => {
+    error.textContent = "";
+    uploaded = null;
+    try {
+      uploaded = await upload(file.files[0]);
+    } catch (e) {
+      error.textContent = e.message;
+      return;
+    }
+    const pickers = ["text-column", "pair-column", "label-column"].map((id) => document.getElementById(id));
+    for (const picker of pickers) {
+      const keep = picker.id === "pair-column" ? [new Option("(none)", "")] : [];
+      picker.replaceChildren(...keep, ...uploaded.columns.map((c) => new Option(c, c)));
+      picker.disabled = false;
+    }
+    const guess = (names) => uploaded.columns.find((c) => names.includes(c.toLowerCase()));
+    pickers[0].value = guess(["text", "sentence", "review"]) || uploaded.columns[0];
+    pickers[2].value = guess(["label", "labels", "sentiment", "class"]) || uploaded.columns.at(-1);
+    document.getElementById("submit").disabled = false;
+  });
+  document.getElementById("new-job").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      const body = {
+        model: models.value,
+        training_file: uploaded.id,
+        text_column: document.getElementById("text-column").value,
+        label_column: document.getElementById("label-column").value,
+        hyperparameters: {
+          epochs: Number(document.getElementById("epochs").value),
+          learning_rate: Number(document.getElementById("lr").value),
+          batch_size: Number(document.getElementById("batch").value),
+        },
+      };
+      const pair = document.getElementById("pair-column").value;
+      if (pair) body.text_pair_column = pair;
+      const vfile = document.getElementById("vfile").files[0];
+      if (vfile) body.validation_file = (await upload(vfile)).id;
+      const job = await json("/v1/jobs", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      location.hash = "#/jobs/" + job.id;
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+}
+
+async function upload(file) {
+  const form = new FormData();
+  form.append("file", file);
+  return json("/v1/files", { method: "POST", body: form });
+}
+
+// -- one job ----------------------------------------------------------------------------------
+
+function lineChart(canvas, label) {
+  const chart = new Chart(canvas, {
+    type: "line",
+    data: { datasets: [] },
+    options: {
+      animation: false,
+      parsing: false,
+      scales: { x: { type: "linear", title: { display: true, text: "step" } } },
+      plugins: { legend: { display: true } },
+    },
+  });
+  chart.canvas.setAttribute("aria-label", label);
+  charts.push(chart);
+  return chart;
+}
+
+async function allEvents(jobId) {
+  let events = [];
+  let after = null;
+  for (;;) {
+    const page = await json(`/v1/jobs/${jobId}/events?limit=1000` + (after ? "&after=" + after : ""));
+    events = events.concat(page.data);
+    if (!page.has_more) return events;
+    after = page.data.at(-1).id;
+  }
+}
+
+async function showJob(jobId) {
+  app.replaceChildren(document.getElementById("job-view").content.cloneNode(true));
+  const lossChart = lineChart(document.getElementById("loss-chart"), "training loss");
+  const metricChart = lineChart(document.getElementById("metric-chart"), "validation metrics");
+  document.getElementById("cancel").addEventListener("click", async () => {
+    try {
+      await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
+      refresh();
+    } catch (e) {
+      document.getElementById("job-error").textContent = e.message;
+    }
+  });
+  document.getElementById("download").addEventListener("click", async () => {
+    const blob = await (await api(`/v1/jobs/${jobId}/artifacts/model.tar.gz`)).blob();
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = jobId + ".tar.gz";
+    document.body.append(link);
+    link.click();
+    link.remove();
+  });
+
+  const refresh = async () => {
+    let job;
+    try {
+      job = await json(`/v1/jobs/${jobId}`);
+    } catch (e) {
+      document.getElementById("job-error").textContent = e.message;
+      return;
+    }
+    const p = job.progress;
+    document.getElementById("job-title").textContent = job.id + " · " + job.model;
+    const status = document.getElementById("job-status");
+    status.textContent = job.status;
+    status.className = "status " + job.status;
+    document.getElementById("job-progress").textContent =
+      `epoch ${p.epoch}/${p.epochs} · step ${p.step}/${p.total_steps} · ` +
+      `${p.tokens_per_second ? Math.round(p.tokens_per_second) + " tokens/s" : ""}` +
+      `${p.eta_seconds != null && p.percent < 100 ? " · ETA " + Math.round(p.eta_seconds) + " s" : ""}`;
+    document.getElementById("job-bar").style.width = p.percent + "%";
+    document.getElementById("job-error").textContent = job.error ? job.error.code + ": " + job.error.message : "";
+    document.getElementById("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(job.status);
+    document.getElementById("download").disabled = !job.artifacts.model;
+
+    const hyper = document.getElementById("hyper");
+    hyper.replaceChildren();
+    for (const [name, value] of Object.entries(job.hyperparameters)) {
+      const row = hyper.insertRow();
+      cell(row, name);
+      cell(row, String(value));
+    }
+
+    const events = await allEvents(jobId);
+    const losses = events.filter((e) => e.type === "progress" && e.data.loss != null)
+      .map((e) => ({ x: e.data.step, y: e.data.loss }));
+    lossChart.data.datasets = [{ label: "loss", data: losses, borderColor: "#3465a4", pointRadius: 2 }];
+    lossChart.update();
+    const colors = ["#cc0000", "#4e9a06", "#75507b", "#c4a000", "#06989a"];
+    const names = job.history.length ? Object.keys(job.history[0]).filter((k) => !["epoch", "step"].includes(k)) : [];
+    metricChart.data.datasets = names.map((name, i) => ({
+      label: name, data: job.history.map((h) => ({ x: h.step, y: h[name] })),
+      borderColor: colors[i % colors.length], pointRadius: 3,
+    }));
+    metricChart.update();
+
+    const list = document.getElementById("events");
+    list.replaceChildren(...events.filter((e) => e.type !== "progress").map((e) => {
+      const item = document.createElement("li");
+      item.textContent = e.time.slice(11, 19) + "  " + e.message;
+      item.className = e.type;
+      return item;
+    }));
+    if (["succeeded", "failed", "cancelled"].includes(job.status)) clearInterval(timer);
+  };
+  await refresh();
+  timer = setInterval(refresh, 2000);
+}
+
+// -- routing ------------------------------------------------------------------------------------
+
+function route() {
+  clearInterval(timer);
+  charts.forEach((chart) => chart.destroy());
+  charts = [];
+  const match = location.hash.match(/^#\/jobs\/(job_[0-9a-f]{32})$/);
+  if (match) showJob(match[1]); else showList();
+}
+
+document.getElementById("api-key").value = key();
+document.getElementById("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  localStorage.setItem("finetune-api-key", document.getElementById("api-key").value.trim());
+  route();
+});
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,123 @@
+"""The dashboard in headless Chromium (Debian's), against the running service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ARTIFACTS, KEYS
+from tests.harness import Client, Service
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def page(service: Service) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 1000}, accept_downloads=True
+        )
+        page = context.new_page()
+        page.goto(service.url + "/")
+        page.fill("#api-key", KEYS["alice"])
+        page.click("#key-form button")
+        yield page
+        browser.close()
+
+
+def test_dashboard_shows_a_finished_job_with_its_charts(
+    page: Any, alice: Client, service: Service, data_dir: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    file_id = alice.upload(data_dir / "train.csv").json()["id"]
+    job = alice.submit(
+        {
+            "model": "tiny",
+            "training_file": file_id,
+            "text_column": "sentence",
+            "label_column": "label",
+            "hyperparameters": {"epochs": 2, "learning_rate": 0.005, "log_every_steps": 2},
+        }
+    ).json()
+    alice.wait_for(job["id"], {"succeeded"})
+
+    page.goto(f"{service.url}/#/jobs/{job['id']}")
+    page.wait_for_function(
+        "() => document.getElementById('job-status').textContent === 'succeeded'"
+    )
+    page.wait_for_function("() => Chart.getChart('loss-chart').data.datasets[0]?.data.length > 5")
+    points = page.evaluate("() => Chart.getChart('loss-chart').data.datasets[0].data.length")
+    metrics = page.evaluate("() => Chart.getChart('metric-chart').data.datasets.map(d => d.label)")
+    assert points >= 10 and "accuracy" in metrics
+    assert page.is_disabled("#cancel") and not page.is_disabled("#download")
+    assert "job succeeded" in page.inner_text("#events")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-job.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click("#download")
+    saved = tmp_path / "model.tar.gz"
+    download_info.value.save_as(saved)
+    assert saved.stat().st_size > 10_000
+    print(f"browser test (train, render, download) took {time.monotonic() - started:.1f} s")
+
+
+def test_dashboard_cancel_button_and_job_list(
+    page: Any, alice: Client, service: Service, data_dir: Path
+) -> None:
+    file_id = alice.upload(data_dir / "train.csv").json()["id"]
+    job = alice.submit(
+        {
+            "model": "tiny",
+            "training_file": file_id,
+            "text_column": "sentence",
+            "label_column": "label",
+            "hyperparameters": {"epochs": 60},
+        }
+    ).json()
+    page.goto(f"{service.url}/#/jobs/{job['id']}")
+    page.wait_for_selector("#cancel:not([disabled])")
+    page.click("#cancel")
+    page.wait_for_function(
+        "() => ['cancelling', 'cancelled'].includes("
+        "document.getElementById('job-status').textContent)"
+    )
+    alice.wait_for(job["id"], {"cancelled"}, timeout=60)
+
+    page.goto(service.url + "/#/")
+    page.wait_for_selector(f"a[href='#/jobs/{job['id']}']")
+    assert "cancelled" in page.inner_text("#jobs")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
+
+
+def test_dashboard_upload_form_submits_a_job(
+    page: Any, alice: Client, service: Service, data_dir: Path
+) -> None:
+    page.goto(service.url + "/#/")
+    page.set_input_files("#file", str(data_dir / "train.csv"))
+    page.wait_for_selector("#submit:not([disabled])")
+    assert page.input_value("#text-column") == "sentence"
+    assert page.input_value("#label-column") == "label"
+    page.select_option("#model", "tiny")
+    page.fill("#epochs", "1")
+    page.click("#submit")
+    page.wait_for_url("**/#/jobs/job_*")
+    job_id = page.url.rsplit("/", 1)[1]
+    assert alice.wait_for(job_id, {"succeeded", "failed"})["status"] == "succeeded"
