@@ -54,14 +54,7 @@ def train(
     from worker.pipeline.run import PipelineOptions, run_pipeline
     from worker.progress import ConsoleReporter
 
-    settings = get_settings()
-    options = PipelineOptions(
-        models_dir=settings.models_dir,
-        allow_hub=settings.allow_hub,
-        max_labels=settings.max_labels,
-        cache_dir=settings.cache_dir / "datasets",
-        default_precision=settings.worker_precision,
-    )
+    options = PipelineOptions.from_settings(get_settings())
     with ConsoleReporter(console, enabled=not quiet) as reporter:
         try:
             metrics = run_pipeline(
@@ -87,30 +80,31 @@ def _resolve_relative_paths(spec: Any, base: Path) -> Any:
     return spec.model_copy(update=updates) if updates else spec
 
 
+def api_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+
+
 @cli.command()
 def serve() -> None:
     """The HTTP API (uvicorn) on FINETUNE_HOST:FINETUNE_PORT."""
     settings = get_settings()
-    os.execvp(
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            settings.host,
-            "--port",
-            str(settings.port),
-            "--no-access-log",
-        ],
-    )
+    command = api_command(settings.host, settings.port)
+    os.execvp(command[0], command)
 
 
-def worker_command(name: str | None = None) -> list[str]:
-    settings = get_settings()
-    name = name or f"worker-{os.getpid()}"
+def worker_command(name: str, queue: str, log_level: str = "INFO") -> list[str]:
+    """One Celery worker process: one job at a time, TensorFlow only in its pool process."""
     return [
         sys.executable,
         "-m",
@@ -119,13 +113,13 @@ def worker_command(name: str | None = None) -> list[str]:
         "worker.celery_app",
         "worker",
         "--loglevel",
-        settings.log_level,
+        log_level,
         "--concurrency",
         "1",
         "--pool",
         "prefork",
         "-Q",
-        settings.queue_name,
+        queue,
         "--hostname",
         f"{name}@%h",
         "--without-gossip",
@@ -136,7 +130,10 @@ def worker_command(name: str | None = None) -> list[str]:
 @cli.command("worker")
 def run_worker(name: Annotated[str | None, typer.Option(help="unique worker name")] = None) -> None:
     """One training worker (one per GPU: set CUDA_VISIBLE_DEVICES for each)."""
-    command = worker_command(name)
+    settings = get_settings()
+    command = worker_command(
+        name or f"worker-{os.getpid()}", settings.queue_name, settings.log_level
+    )
     os.execvp(command[0], command)
 
 
@@ -185,20 +182,11 @@ def up() -> None:
                 console.print("[red]redis-server did not start[/red]")
                 raise typer.Exit(1)
             time.sleep(0.1)
-    api = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        settings.host,
-        "--port",
-        str(settings.port),
-        "--no-access-log",
-    ]
+    api = api_command(settings.host, settings.port)
     processes.append(subprocess.Popen(api))
-    processes.append(subprocess.Popen(worker_command("worker-1")))
+    processes.append(
+        subprocess.Popen(worker_command("worker-1", settings.queue_name, settings.log_level))
+    )
     console.print(f"API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops")
     stop = threading.Event()
     # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored.

@@ -75,13 +75,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {
+            400: "invalid_json",
             401: "unauthorized",
             404: "not_found",
             405: "method_not_allowed",
             413: "file_too_large",
         }
+        message = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = "the request body is not valid JSON"
         return JSONResponse(
-            _body(codes.get(exc.status_code, "http_error"), str(exc.detail), None),
+            _body(codes.get(exc.status_code, "http_error"), message, None),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

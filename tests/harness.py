@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from app.cli import api_command, worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -117,18 +119,7 @@ class Service:
 
     def start_api(self) -> None:
         self.api = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
+            api_command("127.0.0.1", self.port),
             "api.log",
         )
         wait_until(
@@ -138,26 +129,7 @@ class Service:
     def start_worker(self, name: str | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers) + 1}-{os.getpid()}"
         process = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "-Q",
-                self.env.get("FINETUNE_QUEUE_NAME", "finetune"),
-                "--hostname",
-                f"{name}@localhost",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            worker_command(name, self.env.get("FINETUNE_QUEUE_NAME", "finetune")),
             f"worker-{name}.log",
         )
         self.workers.append(process)

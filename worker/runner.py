@@ -185,13 +185,7 @@ def _run_claimed(
         attempt=attempt,
         worker=worker,
     )
-    options = PipelineOptions(
-        models_dir=settings.models_dir,
-        allow_hub=settings.allow_hub,
-        max_labels=settings.max_labels,
-        cache_dir=settings.cache_dir / "datasets",
-        default_precision=settings.worker_precision,
-    )
+    options = PipelineOptions.from_settings(settings)
     storage = settings.storage_dir
     try:
         metrics = run_pipeline(

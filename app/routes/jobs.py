@@ -35,7 +35,7 @@ from app.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, n
 from app.webhooks import notify
 
 router = APIRouter(
-    prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 429, 409)
+    prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 404, 409, 422, 429)
 )
 ARTIFACT_NAME = "model.tar.gz"
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -389,3 +390,81 @@ def test_prometheus_metrics(alice: Client, service: Service, train_file: dict[st
         and 'route="/v1/jobs/{job_id}"' in name
         for name in samples
     )
+
+
+def test_hostile_ids_and_names_answer_404(alice: Client, train_file: dict[str, Any]) -> None:
+    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
+    for path in (
+        f"/v1/jobs/{job['id']}/artifacts/..%2F..%2Fjob.json",
+        f"/v1/jobs/{job['id']}/artifacts/model.tar.gz%00.txt",
+        "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
+        "/v1/files/..%2Fsecret",
+        "/v1/jobs/job_../events",
+        f"/v1/files/{train_file['id']}..%2F",
+    ):
+        assert alice.http.get(path).status_code == 404, path
+    alice.wait_for(job["id"], {"succeeded"})
+
+
+def test_every_endpoint_refuses_missing_wrong_and_malformed_keys(
+    service: Service, train_file: dict[str, Any]
+) -> None:
+    job_id = "job_" + "1" * 32
+    endpoints = [
+        ("GET", "/v1/files"),
+        ("POST", "/v1/files"),
+        ("GET", f"/v1/files/{train_file['id']}"),
+        ("DELETE", f"/v1/files/{train_file['id']}"),
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/jobs"),
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ("GET", f"/v1/jobs/{job_id}/events"),
+        ("GET", f"/v1/jobs/{job_id}/checkpoints"),
+        ("GET", f"/v1/jobs/{job_id}/artifacts/model.tar.gz"),
+        ("GET", "/v1/models"),
+    ]
+    anonymous = Client(service.url).http
+    for headers in (
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Token " + KEYS["alice"]},
+        {"Authorization": "Bearer " + KEYS["alice"] + "x"},
+    ):
+        for method, path in endpoints:
+            response = anonymous.request(method, path, headers=headers)
+            assert response.status_code == 401, (method, path, headers, response.text)
+    assert Client(service.url, KEYS["alice"]).http.get(f"/v1/files/{train_file['id']}").is_success
+
+
+def test_odd_but_valid_and_invalid_uploads(alice: Client, tmp_path: Path) -> None:
+    huge_line = tmp_path / "huge.csv"
+    huge_line.write_text("sentence,label\n" + "word " * 200_000 + ",1\nshort,0\n")  # 1 MB row
+    response = alice.upload(huge_line)
+    assert response.status_code == 201 and response.json()["rows"] == 2
+    same = alice.submit(
+        {
+            "model": "tiny",
+            "training_file": response.json()["id"],
+            "validation_file": response.json()["id"],
+            "text_column": "sentence",
+        }
+    )
+    assert same.status_code == 422 and "validation_file is the training file" in same.text
+    binary = tmp_path / "random.csv"
+    binary.write_bytes(bytes(range(256)) * 20)
+    assert alice.upload(binary).status_code == 422
+
+
+def test_worker_logs_are_json_with_the_job_id(
+    alice: Client, service: Service, train_file: dict[str, Any]
+) -> None:
+    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
+    alice.wait_for(job["id"], {"succeeded"})
+    lines = (service.log_dir / "worker-main.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    ours = [e for e in entries if job["id"] in e.get("message", "") or e.get("job_id") == job["id"]]
+    assert len(ours) >= 10
+    assert all(e.get("job_id") == job["id"] for e in ours if e["logger"].startswith("finetune"))
+    assert any(e["message"].startswith("epoch 1/1 started") for e in ours)

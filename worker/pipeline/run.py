@@ -14,7 +14,7 @@ import tensorflow as tf
 import tf_keras
 
 from app.schemas import JobSpec
-from app.settings import Precision
+from app.settings import Precision, Settings
 from worker.hardware import apply_precision, resolve_precision
 from worker.pipeline.data import load_splits
 from worker.pipeline.encode import tokenize
@@ -32,6 +32,16 @@ class PipelineOptions:
     max_labels: int = 1000
     cache_dir: Path | None = None
     default_precision: Precision = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineOptions:
+        return cls(
+            models_dir=settings.models_dir,
+            allow_hub=settings.allow_hub,
+            max_labels=settings.max_labels,
+            cache_dir=settings.cache_dir / "datasets",
+            default_precision=settings.worker_precision,
+        )
 
 
 def seed_everything(seed: int) -> None:
