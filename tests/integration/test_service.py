@@ -402,7 +402,7 @@ def test_hostile_ids_and_names_answer_404(alice: Client, train_file: dict[str, A
         "/v1/jobs/job_../events",
         f"/v1/files/{train_file['id']}..%2F",
     ):
-        assert alice.http.get(path).status_code == 404, path
+        assert alice.http.get(path, follow_redirects=True).status_code == 404, path
     alice.wait_for(job["id"], {"succeeded"})
 
 
