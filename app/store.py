@@ -454,9 +454,6 @@ class Store:
         )
         return bool(self.r.eval(script, 1, self._lease(job_id), token, int(lease_seconds * 1000)))
 
-    def holds_lease(self, job_id: str, token: str) -> bool:
-        return self.r.get(self._lease(job_id)) == token
-
     def finish(
         self,
         job_id: str,

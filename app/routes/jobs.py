@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -251,8 +252,6 @@ def job_checkpoints(
     job_id: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep
 ) -> list[Checkpoint]:
     _load(store, tenant, job_id)
-    from datetime import UTC, datetime
-
     return [
         Checkpoint(
             name=c["name"],
