@@ -68,11 +68,34 @@ class Hyperparameters(StrictModel):
     validation_fraction: float = Field(
         default=0.1, gt=0, le=0.5, description="held out from training when no validation file"
     )
-    precision: Precision = "auto"
+    precision: Precision = Field(
+        default="auto",
+        description="auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 "
+        "matrix instructions (AMX, AVX-512 BF16), else float32",
+    )
     group_by_length: bool = Field(
         default=True, description="batch rows of similar length together (less padding)"
     )
-    pad_to_multiple_of: int = Field(default=8, ge=1, le=128)
+    length_buckets: int = Field(
+        default=16,
+        ge=1,
+        le=512,
+        description="at most this many padded lengths (batch shapes), chosen to waste the "
+        "fewest tokens",
+    )
+    pad_to_multiple_of: int = Field(
+        default=1, ge=1, le=128, description="padded lengths are multiples of this (8 on GPUs)"
+    )
+    embedding_updates: Literal["lazy", "dense"] = Field(
+        default="lazy",
+        description="lazy: Adam updates only the embedding rows a batch used (much cheaper)",
+    )
+    steps_per_execution: int = Field(
+        default=8, ge=1, le=1000, description="train steps per TensorFlow call (less overhead)"
+    )
+    jit_compile: bool = Field(
+        default=False, description="XLA-compile the train step (compiles once per batch shape)"
+    )
     log_every_steps: int = Field(default=10, ge=1, le=100_000)
 
     @model_validator(mode="after")

@@ -21,13 +21,29 @@ from worker.reporter import Reporter, StopSignal
 
 
 class StepCounter(keras.callbacks.Callback):
+    """Keeps the position in the epoch from Keras' batch index.
+
+    With `steps_per_execution` > 1, Keras calls batch-end callbacks once per execution with the
+    index of its last step, so positions advance by up to that many steps at a time; the
+    callbacks below act when a step count they watch for has been reached or passed.
+    """
+
     def __init__(self, state: TrainState) -> None:
         super().__init__()
         self.state = state
+        self.start_in_epoch = state.step_in_epoch
+        self.start_global = state.global_step
+        self.previous_global = state.global_step
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.state.step_in_epoch += 1
-        self.state.global_step += 1
+        self.previous_global = self.state.global_step
+        self.state.step_in_epoch = self.start_in_epoch + batch + 1
+        self.state.global_step = self.start_global + batch + 1
+
+
+def reached(counter: StepCounter, every_steps: int) -> bool:
+    """Whether the last execution reached a multiple of `every_steps`."""
+    return counter.state.global_step // every_steps > counter.previous_global // every_steps
 
 
 class ProgressCallback(keras.callbacks.Callback):
@@ -35,7 +51,7 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def __init__(
         self,
-        state: TrainState,
+        counter: StepCounter,
         plan: EpochPlan,
         reporter: Reporter,
         epochs: int,
@@ -43,7 +59,8 @@ class ProgressCallback(keras.callbacks.Callback):
         every_steps: int,
     ) -> None:
         super().__init__()
-        self.state, self.plan, self.reporter = state, plan, reporter
+        self.counter, self.state, self.plan = counter, counter.state, plan
+        self.reporter = reporter
         self.epochs, self.total_steps, self.every_steps = epochs, total_steps, every_steps
         self.window_start = time.monotonic()
         self.window_tokens = 0
@@ -64,13 +81,14 @@ class ProgressCallback(keras.callbacks.Callback):
                 f"the training loss became {loss} at step {self.state.global_step}; "
                 "try a lower learning_rate"
             )
-        index = self.state.step_in_epoch - 1
-        self.window_tokens += int(self.plan.real_tokens[index])
-        self.window_rows += int(self.plan.rows[index])
-        self.window_steps += 1
+        done = self.state.global_step - self.counter.previous_global
+        steps = slice(self.state.step_in_epoch - done, self.state.step_in_epoch)
+        self.window_tokens += int(self.plan.real_tokens[steps].sum())
+        self.window_rows += int(self.plan.rows[steps].sum())
+        self.window_steps += done
         first_of_run = not self.reported
         last = self.state.global_step == self.total_steps
-        if self.state.global_step % self.every_steps and not (first_of_run or last):
+        if not (reached(self.counter, self.every_steps) or first_of_run or last):
             return
         self.reported = True
         elapsed = max(time.monotonic() - self.window_start, 1e-9)
@@ -101,23 +119,25 @@ class ProgressCallback(keras.callbacks.Callback):
 class StepEvaluation(keras.callbacks.Callback):
     """Evaluate every N steps (when `eval_every` is a step count)."""
 
-    def __init__(self, state: TrainState, every_steps: int, evaluate: Callable[[], bool]) -> None:
+    def __init__(
+        self, counter: StepCounter, every_steps: int, evaluate: Callable[[], bool]
+    ) -> None:
         super().__init__()
-        self.state, self.every_steps, self.evaluate = state, every_steps, evaluate
+        self.counter, self.every_steps, self.evaluate = counter, every_steps, evaluate
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.state.global_step % self.every_steps == 0 and self.evaluate():
+        if reached(self.counter, self.every_steps) and self.evaluate():
             self.model.stop_training = True
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
-    def __init__(self, state: TrainState, checkpointer: Checkpointer, every_steps: int) -> None:
+    def __init__(self, counter: StepCounter, checkpointer: Checkpointer, every_steps: int) -> None:
         super().__init__()
-        self.state, self.checkpointer, self.every_steps = state, checkpointer, every_steps
+        self.counter, self.checkpointer, self.every_steps = counter, checkpointer, every_steps
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.state.global_step % self.every_steps == 0:
-            self.checkpointer.save(self.state)
+        if reached(self.counter, self.every_steps):
+            self.checkpointer.save(self.counter.state)
 
 
 class StopWatcher(keras.callbacks.Callback):

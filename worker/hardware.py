@@ -40,12 +40,15 @@ def cpu_supports_bfloat16_matmul() -> bool:
 def resolve_precision(requested: Precision) -> str:
     """The Keras dtype policy for a job: explicit requests win, but never an unsupported one.
 
-    "auto" is mixed_float16 on GPU and float32 on CPU. mixed_float16 has no fast CPU kernels
-    and falls back to float32; mixed_bfloat16 on a CPU without bfloat16 instructions does too.
+    "auto" is mixed_float16 on GPU, mixed_bfloat16 on a CPU with bfloat16 matrix instructions,
+    float32 otherwise. mixed_float16 has no fast CPU kernels and falls back to float32;
+    mixed_bfloat16 on a CPU without bfloat16 instructions does too.
     """
     has_gpu = bool(configure_devices())
     if requested == "auto":
-        return "mixed_float16" if has_gpu else "float32"
+        if has_gpu:
+            return "mixed_float16"
+        return "mixed_bfloat16" if cpu_supports_bfloat16_matmul() else "float32"
     if requested == "mixed_float16" and not has_gpu:
         log.warning("mixed_float16 needs a GPU; training in float32")
         return "float32"

@@ -17,7 +17,12 @@ from worker.errors import DataNotFound, InvalidInput, JobCancelled, ModelNotFoun
 from worker.pipeline.run import PipelineOptions, run_pipeline
 from worker.reporter import LogReporter, StopSignal
 
-FAST = {"learning_rate": 5e-3, "checkpoint_every_steps": 5, "log_every_steps": 1}
+FAST = {
+    "learning_rate": 5e-3,
+    "checkpoint_every_steps": 5,
+    "log_every_steps": 1,
+    "steps_per_execution": 1,  # exact step positions; tests with more say so
+}
 
 
 class Recorder(LogReporter):
@@ -128,6 +133,33 @@ def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path:
     assert {"loss", "tokens_per_second", "matthews_correlation", "accuracy"} <= tags
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "float32"])
+def test_each_precision_trains_a_usable_float32_model(
+    models_dir: Path, data_dir: Path, tmp_path: Path, precision: str
+) -> None:
+    from transformers import TFAutoModelForSequenceClassification
+
+    from worker.hardware import cpu_supports_bfloat16_matmul
+
+    spec = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        epochs=3,
+        precision=precision,
+        steps_per_execution=8,
+        embedding_updates="lazy",
+    )
+    metrics = train(spec, tmp_path, models_dir)
+    assert metrics["final"]["accuracy"] > 0.9, metrics
+    assert metrics["global_step"] == 3 * 25
+    job = json.loads((tmp_path / "model" / "job.json").read_text())
+    bfloat16 = precision == "mixed_bfloat16" and cpu_supports_bfloat16_matmul()
+    assert job["precision"] == ("mixed_bfloat16" if bfloat16 else "float32")
+    assert metrics["batch_shapes"] <= 16 + 1  # the buckets, and one short last batch
+    model = TFAutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    assert {w.dtype.name for w in model.weights} == {"float32"}  # saved weights are float32
+
+
 def test_string_labels_are_mapped_in_sorted_order(models_dir: Path, tmp_path: Path) -> None:
     names = {0: "negative", 1: "positive"}
     rows = [(text, names[label]) for text, label in sentiment_rows(120, seed=5)]
@@ -188,20 +220,39 @@ def test_held_out_validation_is_seeded(models_dir: Path, data_dir: Path, tmp_pat
     assert other.validation["sentence"] != first.validation["sentence"]
 
 
+@pytest.mark.parametrize(
+    ("steps_per_execution", "crash_at", "resumed_from"),
+    [
+        # The last checkpoint is at step 30 (mid-epoch 2), so the resumed run must rebuild
+        # epoch 2's order, skip its first 5 batches and redo 31-33 identically.
+        (1, 33, 30),
+        # Four steps per call: epoch 2 runs 26-29, 30-33 (checkpoint: step 30 was reached),
+        # then crashes at 37; the resumed run starts mid-call, at batch 9 of epoch 2.
+        (4, 37, 33),
+    ],
+)
 def test_resumed_run_ends_with_the_same_weights(
-    models_dir: Path, data_dir: Path, tmp_path: Path
+    models_dir: Path,
+    data_dir: Path,
+    tmp_path: Path,
+    steps_per_execution: int,
+    crash_at: int,
+    resumed_from: int,
 ) -> None:
-    spec = spec_for(data_dir / "train.csv", data_dir / "validation.csv", epochs=2)
+    spec = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        epochs=2,
+        steps_per_execution=steps_per_execution,
+    )
     train(spec, tmp_path / "straight", models_dir)
-    # Crash at step 33: the last checkpoint is at step 30 (mid-epoch 2), so the resumed run
-    # must rebuild epoch 2's order, skip its first 5 batches and redo 31-33 identically.
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=33))
+        train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=crash_at))
     reporter = Recorder()
     metrics = train(spec, tmp_path / "resumed", models_dir, reporter)
-    assert metrics["resumed_from_step"] == 30
+    assert metrics["resumed_from_step"] == resumed_from
     assert any(data.get("resumed") for _, _, data in reporter.events)
-    assert reporter.steps[0] == 31
+    assert reporter.steps[0] == min(resumed_from + steps_per_execution, 50)
     straight = final_weights(tmp_path / "straight" / "model")
     resumed = final_weights(tmp_path / "resumed" / "model")
     assert straight.keys() == resumed.keys()
@@ -236,6 +287,7 @@ def test_early_stopping_keeps_the_best_weights(
         epochs=4,
         learning_rate=1e-9,
         eval_every=5,
+        steps_per_execution=5,
         early_stopping_patience=2,
         early_stopping_metric="accuracy",
     )

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 
-from worker.pipeline.batching import length_grouped_order, shuffled_order
+from worker.pipeline.batching import (
+    BucketCollator,
+    length_buckets,
+    length_grouped_order,
+    shuffled_order,
+)
 
 
 def test_orders_are_seeded_permutations() -> None:
@@ -29,3 +38,57 @@ def test_length_grouping_cuts_padding() -> None:
 
     assert efficiency(shuffled_order(4000, 0, 0)) < 0.7
     assert efficiency(length_grouped_order(lengths, 16, 0, 0)) > 0.95
+
+
+def brute_force_waste(lengths: np.ndarray, count: int) -> int:
+    """The least padding any choice of `count` buckets (ending at the longest row) allows."""
+    values = sorted(set(lengths.tolist()))
+    best = None
+    for inner in itertools.combinations(values[:-1], count - 1):
+        buckets = np.array([*inner, values[-1]])
+        waste = int((buckets[np.searchsorted(buckets, lengths)] - lengths).sum())
+        best = waste if best is None else min(best, waste)
+    return best
+
+
+def test_length_buckets_waste_the_fewest_tokens() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        lengths = rng.integers(3, 30, size=200) if trial % 2 else rng.poisson(9, 300) + 2
+        buckets = length_buckets(lengths, 4)
+        assert len(buckets) <= 4 and buckets[-1] == lengths.max()
+        waste = int((buckets[np.searchsorted(buckets, lengths)] - lengths).sum())
+        assert waste == brute_force_waste(lengths, 4)
+
+
+def test_length_buckets_respect_multiples_and_small_datasets() -> None:
+    lengths = np.array([3, 5, 9, 17, 17, 40])
+    assert length_buckets(lengths, 16).tolist() == [3, 5, 9, 17, 40]  # fewer lengths than buckets
+    rounded = length_buckets(lengths, 2, multiple_of=8)
+    assert all(b % 8 == 0 for b in rounded) and rounded[-1] == 40 and len(rounded) == 2
+    assert length_buckets(lengths, 1).tolist() == [40]
+
+
+def test_every_epoch_trains_on_every_row_and_label_once_however_it_is_batched() -> None:
+    rng = np.random.default_rng(4)
+    lengths = rng.poisson(10, 1003) + 2
+    labels = rng.integers(0, 3, 1003)
+    for epoch in range(3):
+        grouped = length_grouped_order(lengths, 16, 42, epoch)
+        plain = shuffled_order(1003, 42, epoch)
+        assert sorted(grouped.tolist()) == sorted(plain.tolist()) == list(range(1003))
+        assert Counter(labels[grouped].tolist()) == Counter(labels[plain].tolist())
+        assert Counter(lengths[grouped].tolist()) == Counter(lengths[plain].tolist())
+
+
+def test_batches_are_padded_to_their_bucket(tmp_path: Path) -> None:
+    from transformers import BertTokenizerFast
+
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nword\n")
+    collate = BucketCollator(BertTokenizerFast(str(tmp_path / "vocab.txt")), np.array([4, 8, 12]))
+    batch = collate([{"input_ids": [4] * n, "attention_mask": [1] * n} for n in (2, 5)])
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"].sum() == 7
+    assert (batch["input_ids"][0, 2:] == 0).all()  # [PAD]
+    longer = collate([{"input_ids": [4] * 13, "attention_mask": [1] * 13}])
+    assert longer["input_ids"].shape == (1, 13)  # past the last bucket: as long as it is

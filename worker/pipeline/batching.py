@@ -1,14 +1,20 @@
-"""Stage 3: batches through `model.prepare_tf_dataset`, in an order we own.
+"""Stage 3: batches through `model.prepare_tf_dataset`, in an order and shapes we own.
 
 `prepare_tf_dataset(shuffle=True)` draws an unseeded permutation every epoch, which makes a run
 neither reproducible nor resumable. So the epoch's order is computed here from (seed, epoch),
 applied with `Dataset.select`, and handed over with `shuffle=False`; a resumed run rebuilds the
 same order and skips the batches it already trained on.
+
+Padding: each batch is padded to the smallest of a few padded lengths ("buckets") that holds its
+longest row. The buckets are chosen per dataset to waste the fewest tokens, so padding stays
+low (on CoLA: 0.95 real/padded with 16 buckets) while the train step sees a bounded number of
+shapes (XLA compiles, and oneDNN builds kernels, once per shape).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -30,16 +36,53 @@ class EpochPlan:
     batch_size: int
     real_tokens: np.ndarray  # per batch
     rows: np.ndarray  # per batch
-    longest: np.ndarray  # per batch: the row length the batch is padded to (before rounding)
+    longest: np.ndarray  # per batch: its longest row
 
     @property
     def steps(self) -> int:
         return len(self.rows)
 
-    def padded_tokens(self, pad_to_multiple_of: int) -> np.ndarray:
+    def padded_lengths(self, buckets: np.ndarray) -> np.ndarray:
+        return buckets[np.searchsorted(buckets, self.longest)]
+
+    def padded_tokens(self, buckets: np.ndarray) -> np.ndarray:
         """Tokens per batch after padding, what the model actually computes on."""
-        m = max(pad_to_multiple_of, 1)
-        return self.rows * (-(-self.longest // m) * m)
+        return self.rows * self.padded_lengths(buckets)
+
+
+def length_buckets(lengths: np.ndarray, count: int, multiple_of: int = 1) -> np.ndarray:
+    """At most `count` padded lengths (multiples of `multiple_of`) that waste the fewest tokens.
+
+    Each row is charged the padding up to the smallest bucket that holds it: with batches
+    grouped by length, a batch's longest row is close to all of its rows, so this is close to
+    the padding training will see. Exact dynamic programme over the distinct lengths.
+    """
+    m = max(multiple_of, 1)
+    rounded = -(-np.asarray(lengths, dtype=np.int64) // m) * m
+    values, counts = np.unique(rounded, return_counts=True)
+    if len(values) <= count:
+        return values
+    # cost[i, j]: rows with lengths values[i..j] padded to values[j]
+    n_before = np.concatenate([[0], np.cumsum(counts)])
+    sum_before = np.concatenate([[0], np.cumsum(counts * values)])
+    i, j = np.meshgrid(np.arange(len(values)), np.arange(len(values)), indexing="ij")
+    cost = values[j] * (n_before[j + 1] - n_before[i]) - (sum_before[j + 1] - sum_before[i])
+    cost = np.where(j >= i, cost, np.iinfo(np.int64).max // 4)
+    best = cost[0].copy()  # best[j]: values[..j] in one bucket ending at j
+    choice = []
+    for _ in range(count - 1):
+        # a new last bucket values[i..j] after the best split of values[..i-1]
+        totals = np.concatenate([[0], best[:-1]])[:, None] + cost
+        totals[0] = cost[0]
+        choice.append(totals.argmin(axis=0))
+        best = totals.min(axis=0)
+    bounds = [len(values) - 1]
+    for pick in reversed(choice):
+        start = int(pick[bounds[-1]])
+        if start == 0:
+            break
+        bounds.append(start - 1)
+    return values[sorted(set(bounds))]
 
 
 def shuffled_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
@@ -82,15 +125,21 @@ def plan_epoch(
     return EpochPlan(order, batch_size, real_tokens, rows, longest)
 
 
-def collator(
-    tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int
-) -> DataCollatorWithPadding:
-    """Per-batch padding, rounded up so only a few distinct batch shapes reach the train step."""
-    return DataCollatorWithPadding(
-        tokenizer=tokenizer,
-        pad_to_multiple_of=pad_to_multiple_of if pad_to_multiple_of > 1 else None,
-        return_tensors="np",
-    )
+class BucketCollator:
+    """Per-batch padding up to the smallest bucket that holds the batch's longest row."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, buckets: np.ndarray) -> None:
+        self.pad = DataCollatorWithPadding(tokenizer=tokenizer, return_tensors="np")
+        self.buckets = buckets
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        longest = max(len(f["input_ids"]) for f in features)
+        at = int(np.searchsorted(self.buckets, longest))
+        if at == len(self.buckets):  # longer than any bucket (validation rows): as is
+            self.pad.padding, self.pad.max_length = "longest", None
+        else:
+            self.pad.padding, self.pad.max_length = "max_length", int(self.buckets[at])
+        return self.pad(features)
 
 
 def train_batches(
@@ -98,7 +147,7 @@ def train_batches(
     ds: Dataset,
     tokenizer: PreTrainedTokenizerBase,
     plan: EpochPlan,
-    pad_to_multiple_of: int,
+    buckets: np.ndarray,
     skip_batches: int = 0,
 ) -> tf.data.Dataset:
     ordered = ds.select(plan.order[skip_batches * plan.batch_size :])
@@ -106,7 +155,7 @@ def train_batches(
         ordered,
         batch_size=plan.batch_size,
         shuffle=False,
-        collate_fn=collator(tokenizer, pad_to_multiple_of),
+        collate_fn=BucketCollator(tokenizer, buckets),
         drop_remainder=False,
     )
 
@@ -116,7 +165,7 @@ def eval_batches(
     ds: Dataset,
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int,
-    pad_to_multiple_of: int,
+    buckets: np.ndarray,
 ) -> tf.data.Dataset:
     """Validation rows sorted by length (less padding); metrics do not depend on order."""
     order = np.argsort(np.asarray(ds[LENGTH]), kind="stable")
@@ -124,7 +173,7 @@ def eval_batches(
         ds.select(order),
         batch_size=batch_size,
         shuffle=False,
-        collate_fn=collator(tokenizer, pad_to_multiple_of),
+        collate_fn=BucketCollator(tokenizer, buckets),
         drop_remainder=False,
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -53,3 +54,11 @@ def load_model(ref: ModelRef, labels: LabelInfo) -> TFPreTrainedModel:
         ) from exc
     except OSError as exc:
         raise ModelNotFound(f"could not load model '{ref.name}': {exc}") from exc
+
+
+def model_flops_per_token(model: TFPreTrainedModel) -> float:
+    """About 6 x the dense weights a token passes through, per trained token (forward and
+    backward); embedding tables are lookups and cost no multiplications."""
+    return 6.0 * sum(
+        int(np.prod(w.shape)) for w in model.trainable_weights if "embeddings" not in w.name
+    )

@@ -18,7 +18,7 @@ from app.settings import Precision, Settings
 from worker.hardware import apply_precision, resolve_precision
 from worker.pipeline.data import load_splits
 from worker.pipeline.encode import tokenize
-from worker.pipeline.model import find_model, load_model, load_tokenizer
+from worker.pipeline.model import find_model, load_model, load_tokenizer, model_flops_per_token
 from worker.pipeline.save import library_versions, save_outputs
 from worker.pipeline.train import Trainer
 from worker.reporter import Reporter
@@ -133,10 +133,14 @@ def _run(
         "stopped_early": result.stopped_early,
         "restored_best_weights": result.restored_best,
         "train_seconds": round(result.seconds, 2),
+        "fit_seconds": round(result.fit_seconds, 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "real_tokens": result.real_tokens,
         "padded_tokens": result.padded_tokens,
-        "real_tokens_per_second": round(result.real_tokens / max(result.seconds, 1e-9), 1),
+        "real_tokens_per_second": round(result.real_tokens / max(result.fit_seconds, 1e-9), 1),
+        "batch_shapes": result.batch_shapes,
+        "train_step_traces": result.train_step_traces,
+        "flops_per_token": model_flops_per_token(model),
         "global_step": result.state.global_step,
         "resumed_from_step": result.resumed_from_step,
     }

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase, TFPreTrainedModel, create_optimizer
+from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
 from app.schemas import MINIMISED_METRICS, Hyperparameters
 from worker.callbacks import (
@@ -27,9 +27,17 @@ from worker.callbacks import (
 )
 from worker.checkpoints import Checkpointer, TrainState
 from worker.errors import InvalidInput, JobCancelled, JobInterrupted, OutOfMemory
-from worker.pipeline.batching import eval_batches, eval_labels, plan_epoch, train_batches
+from worker.pipeline.batching import (
+    eval_batches,
+    eval_labels,
+    length_buckets,
+    plan_epoch,
+    train_batches,
+)
 from worker.pipeline.data import LabelInfo
+from worker.pipeline.encode import LENGTH
 from worker.pipeline.metrics import classification_metrics, regression_metrics
+from worker.pipeline.optimizer import build_optimizer
 from worker.reporter import Reporter
 
 
@@ -41,8 +49,11 @@ class TrainResult:
     restored_best: bool
     resumed_from_step: int | None
     seconds: float
+    fit_seconds: float  # inside model.fit only: the training steps (and checkpoints)
     real_tokens: int
     padded_tokens: int
+    batch_shapes: int
+    train_step_traces: int
 
 
 class Trainer:
@@ -64,22 +75,31 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * hp.epochs
         if self.total_steps == 0:
             raise InvalidInput("training data has no rows")
-        self.optimizer, _ = create_optimizer(
-            init_lr=hp.learning_rate,
-            num_train_steps=self.total_steps,
-            num_warmup_steps=int(hp.warmup_ratio * self.total_steps),
-            weight_decay_rate=hp.weight_decay,
+        self.optimizer = build_optimizer(
+            hp.learning_rate,
+            self.total_steps,
+            int(hp.warmup_ratio * self.total_steps),
+            hp.weight_decay,
+            hp.embedding_updates,
         )
         metrics = ["accuracy"] if labels.task == "classification" else []
         # No loss argument: transformers' models compute their own task loss.
-        model.compile(optimizer=self.optimizer, metrics=metrics)
-        self.checkpointer = Checkpointer(checkpoint_dir, model, self.optimizer, hp.keep_checkpoints)
-        self.eval_ds = eval_batches(
-            model, validation_ds, tokenizer, hp.batch_size, hp.pad_to_multiple_of
+        model.compile(
+            optimizer=self.optimizer,
+            metrics=metrics,
+            steps_per_execution=hp.steps_per_execution,
+            jit_compile=hp.jit_compile,
         )
+        self.checkpointer = Checkpointer(checkpoint_dir, model, self.optimizer, hp.keep_checkpoints)
+        self.buckets = length_buckets(
+            np.asarray(train_ds[LENGTH]), hp.length_buckets, hp.pad_to_multiple_of
+        )
+        self.eval_ds = eval_batches(model, validation_ds, tokenizer, hp.batch_size, self.buckets)
         self.eval_targets = eval_labels(validation_ds)
         self.state = TrainState()
         self.stopped_early = False
+        self.fit_seconds = 0.0
+        self.shapes: set[tuple[int, int]] = set()
 
     # -- evaluation and early stopping -------------------------------------------------------
 
@@ -170,37 +190,50 @@ class Trainer:
             restored_best=restored_best,
             resumed_from_step=resumed_from,
             seconds=time.monotonic() - started,
+            fit_seconds=self.fit_seconds,
             real_tokens=real_tokens,
             padded_tokens=padded_tokens,
+            batch_shapes=len(self.shapes),
+            train_step_traces=self.train_step_traces(),
         )
+
+    def train_step_traces(self) -> int:
+        """How many times TensorFlow traced the train step (each new trace costs seconds)."""
+        function = getattr(self.model, "train_function", None)
+        count = getattr(function, "experimental_get_tracing_count", None)
+        return int(count()) if count else 0
 
     def _run_epoch(self) -> tuple[int, int]:
         hp, state = self.hp, self.state
         plan = plan_epoch(self.train_ds, hp.batch_size, hp.seed, state.epoch, hp.group_by_length)
         skip = state.step_in_epoch
         real = int(plan.real_tokens[skip:].sum())
-        padded = int(plan.padded_tokens(hp.pad_to_multiple_of)[skip:].sum())
+        padded = int(plan.padded_tokens(self.buckets)[skip:].sum())
+        lengths = plan.padded_lengths(self.buckets)
+        self.shapes.update(zip(plan.rows[skip:], lengths[skip:], strict=True))
         self.reporter.event(
             "stage",
             f"epoch {state.epoch + 1}/{hp.epochs} started",
             epoch=state.epoch + 1,
             step=state.global_step,
         )
+        counter = StepCounter(state)
         progress = ProgressCallback(
-            state, plan, self.reporter, hp.epochs, self.total_steps, hp.log_every_steps
+            counter, plan, self.reporter, hp.epochs, self.total_steps, hp.log_every_steps
         )
         watcher = StopWatcher(self.reporter)
-        callbacks: list[Any] = [StepCounter(state), progress]
+        callbacks: list[Any] = [counter, progress]
         if hp.eval_every != "epoch":
-            callbacks.append(StepEvaluation(state, int(hp.eval_every), self.evaluate))
+            callbacks.append(StepEvaluation(counter, int(hp.eval_every), self.evaluate))
         callbacks += [
-            PeriodicCheckpoint(state, self.checkpointer, hp.checkpoint_every_steps),
+            PeriodicCheckpoint(counter, self.checkpointer, hp.checkpoint_every_steps),
             watcher,
         ]
         if skip < plan.steps:
             batches = train_batches(
-                self.model, self.train_ds, self.tokenizer, plan, hp.pad_to_multiple_of, skip
+                self.model, self.train_ds, self.tokenizer, plan, self.buckets, skip
             )
+            fit_started = time.monotonic()
             history = self.model.fit(
                 batches,
                 epochs=state.epoch + 1,
@@ -208,6 +241,7 @@ class Trainer:
                 callbacks=callbacks,
                 verbose=0,
             )
+            self.fit_seconds += time.monotonic() - fit_started
             losses = history.history.get("loss") or [math.nan]
             epoch_loss = float(losses[-1])
         else:

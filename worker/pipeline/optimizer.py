@@ -1,0 +1,81 @@
+"""The optimizer: `create_optimizer`'s schedule, with an Adam update that is cheap on a CPU.
+
+Profiled on MiniLM (batch 16 x 16 tokens, float32): forward and backward take about 70 ms and
+Keras' default Adam about 35 ms more, most of it dense passes over the 30,522 x 384 word
+embedding table of which a batch touches a few hundred rows. Two changes cut that:
+
+- the legacy Keras Adam, whose dense update is one fused kernel per variable
+  (`ResourceApplyAdam`) instead of a chain of element-wise ops;
+- "lazy" updates for embedding tables (sparse gradients): only the rows a batch used get their
+  moments and weights updated, as in TensorFlow Addons' LazyAdam. Rows a batch did not use keep
+  their moments until they are next seen, instead of decaying and drifting on stale momentum;
+  the bench measures the effect on validation quality (`embedding_updates="dense"` restores
+  the textbook update).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import tensorflow as tf
+from transformers import create_optimizer
+from transformers.optimization_tf import AdamWeightDecay
+
+EmbeddingUpdates = Literal["lazy", "dense"]
+
+
+class LazyEmbeddingAdam(AdamWeightDecay):
+    """AdamWeightDecay whose sparse (embedding) updates touch only the rows in the batch."""
+
+    def _resource_apply_sparse(
+        self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: Any = None
+    ) -> tf.Operation:
+        var_dtype = var.dtype.base_dtype
+        lr_t, _ = self._get_lr(var.device, var_dtype, apply_state)
+        coefficients = (apply_state or {}).get((var.device, var_dtype)) or (
+            self._fallback_apply_state(var.device, var_dtype)
+        )
+        beta_1 = coefficients["beta_1_t"]
+        beta_2 = coefficients["beta_2_t"]
+        epsilon = coefficients["epsilon"]
+        step_size = coefficients["lr"]  # lr_t * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+
+        rows = tf.gather(var, indices)
+        updates = []
+        if self._do_use_weight_decay(var.name):
+            rows = rows - lr_t * rows * coefficients["weight_decay_rate"]
+        m = self.get_slot(var, "m")
+        v = self.get_slot(var, "v")
+        m_rows = beta_1 * tf.gather(m, indices) + (1 - beta_1) * grad
+        v_rows = beta_2 * tf.gather(v, indices) + (1 - beta_2) * tf.square(grad)
+        updates.append(m.scatter_update(tf.IndexedSlices(m_rows, indices)))
+        updates.append(v.scatter_update(tf.IndexedSlices(v_rows, indices)))
+        new_rows = rows - step_size * m_rows / (tf.sqrt(v_rows) + epsilon)
+        updates.append(var.scatter_update(tf.IndexedSlices(new_rows, indices)))
+        return tf.group(*updates)
+
+
+def build_optimizer(
+    learning_rate: float,
+    total_steps: int,
+    warmup_steps: int,
+    weight_decay: float,
+    embedding_updates: EmbeddingUpdates,
+) -> Any:
+    """Warm-up then linear decay (transformers' `create_optimizer`), Adam on top."""
+    reference, schedule = create_optimizer(
+        init_lr=learning_rate,
+        num_train_steps=total_steps,
+        num_warmup_steps=warmup_steps,
+        weight_decay_rate=weight_decay,
+    )
+    if embedding_updates == "dense":
+        return reference
+    return LazyEmbeddingAdam(
+        learning_rate=schedule,
+        weight_decay_rate=weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],
+    )
