@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     worker_max_jobs_per_process: int = Field(default=20, ge=1)
     # Per-worker default; a job's own `precision` hyperparameter wins.
     worker_precision: Precision = "auto"
+    # Tokenized datasets and pristine pretrained models a worker process keeps for later jobs.
     worker_cache_entries: int = Field(default=4, ge=0)
     log_level: str = "INFO"
     # Key for the X-Finetune-Signature HMAC on webhook calls (unsigned when empty).

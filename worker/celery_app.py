@@ -28,10 +28,14 @@ _hostname: dict[str, str] = {}
 
 @worker_process_init.connect
 def _load_tensorflow(**_: Any) -> None:
-    import worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    # The Keras 2 switch (worker/__init__) first, then transformers and datasets, so their
+    # import is not on the first job's clock.
+    import worker.pipeline.run  # noqa: F401
+    from worker import cache
     from worker.hardware import configure_devices
 
     devices = configure_devices()
+    cache.configure(settings.worker_cache_entries)
     log.info("pool process ready", extra={"data": {"gpus": devices}})
 
 

@@ -156,6 +156,7 @@ def test_each_precision_trains_a_usable_float32_model(
     bfloat16 = precision == "mixed_bfloat16" and cpu_supports_bfloat16_matmul()
     assert job["precision"] == ("mixed_bfloat16" if bfloat16 else "float32")
     assert metrics["batch_shapes"] <= 16 + 1  # the buckets, and one short last batch
+    assert metrics["train_step_traces"] == 1  # every shape, every epoch: one trace
     model = TFAutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
     assert {w.dtype.name for w in model.weights} == {"float32"}  # saved weights are float32
 
@@ -260,6 +261,46 @@ def test_resumed_run_ends_with_the_same_weights(
         np.testing.assert_allclose(
             resumed[name], straight[name], rtol=1e-5, atol=1e-6, err_msg=name
         )
+
+
+def test_a_warm_worker_reuses_data_and_weights_and_trains_the_same(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from worker import cache
+
+    cache.configure(4)
+    cache.tokenized_data.items.clear()
+    cache.pretrained.items.clear()
+    spec = spec_for(data_dir / "train.csv", data_dir / "validation.csv", seed=7)
+    cold, warm = Recorder(), Recorder()
+    train(spec, tmp_path / "cold", models_dir, cold)
+    train(spec, tmp_path / "warm", models_dir, warm)
+    cold_stages = [m for kind, m, _ in cold.events if kind == "stage"]
+    warm_stages = [m for kind, m, _ in warm.events if kind == "stage"]
+    assert not any("cache" in m or m.startswith("reused") for m in cold_stages)
+    assert any("from this worker's cache" in m for m in warm_stages)
+    assert any(m.startswith("reused 460 tokenized rows") for m in warm_stages)
+    first = final_weights(tmp_path / "cold" / "model")
+    second = final_weights(tmp_path / "warm" / "model")
+    for name in first:  # the cached start is exactly the fresh one, so training is too
+        np.testing.assert_allclose(second[name], first[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+    # Content, not names: an edited data file or model folder is a miss.
+    changed = tmp_path / "changed.csv"
+    changed.write_text((data_dir / "train.csv").read_text() + "a great film,1\n")
+    again = Recorder()
+    train(spec_for(changed, data_dir / "validation.csv", seed=7), tmp_path / "c", models_dir, again)
+    assert not any(m.startswith("reused") for kind, m, _ in again.events if kind == "stage")
+    other_seed = Recorder()
+    train(
+        spec_for(changed, data_dir / "validation.csv", seed=8),
+        tmp_path / "d",
+        models_dir,
+        other_seed,
+    )
+    messages = [m for kind, m, _ in other_seed.events if kind == "stage"]
+    assert any(m.startswith("reused") for m in messages)  # same data, new seed
+    assert not any("cache" in m for m in messages)  # but a new head: the model is loaded anew
 
 
 def test_cancel_stops_within_a_few_steps_and_checkpoints(

@@ -5,17 +5,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from transformers import (
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedTokenizerBase,
     TFAutoModelForSequenceClassification,
     TFPreTrainedModel,
 )
 
 from app.catalog import ModelRef, UnknownModel, resolve_model
+from worker import cache
 from worker.errors import ModelNotFound
 from worker.pipeline.data import LabelInfo
 
@@ -62,3 +66,47 @@ def model_flops_per_token(model: TFPreTrainedModel) -> float:
     return 6.0 * sum(
         int(np.prod(w.shape)) for w in model.trainable_weights if "embeddings" not in w.name
     )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model as `from_pretrained` left it (before any training), kept by a warm worker."""
+
+    config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase
+    weights: dict[str, np.ndarray]  # by name inside the model
+
+
+def _inner_name(weight: Any) -> str:
+    return weight.name.split("/", 1)[-1]  # without the model's own (counter-suffixed) scope
+
+
+def load_model_and_tokenizer(
+    ref: ModelRef, labels: LabelInfo, seed: int
+) -> tuple[TFPreTrainedModel, PreTrainedTokenizerBase, bool]:
+    """The job's model and tokenizer, and whether they came from this worker's cache.
+
+    Call after seeding: the new head is initialised from the seed, which is why the seed and
+    the label set are part of the key; a hit gives exactly the weights a fresh load would.
+    """
+    identity = cache.folder_identity(ref.location) if ref.source == "local" else None
+    key = (
+        ref.location,
+        identity,
+        seed,
+        labels.task,
+        tuple(sorted(labels.id2label.items())),
+    )
+    kept = cache.pretrained.get(key) if identity is not None else None
+    if kept is None:
+        tokenizer = load_tokenizer(ref)
+        model = load_model(ref, labels)
+        if identity is not None:
+            weights = {_inner_name(w): w.numpy() for w in model.weights}
+            cache.pretrained.put(key, LoadedModel(model.config, tokenizer, weights))
+        return model, tokenizer, False
+    model = TFAutoModelForSequenceClassification.from_config(kept.config)
+    model.build_in_name_scope()
+    for weight in model.weights:
+        weight.assign(kept.weights[_inner_name(weight)])
+    return model, kept.tokenizer, True

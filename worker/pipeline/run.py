@@ -13,12 +13,14 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from app.schemas import JobSpec
+from app.catalog import ModelRef
+from app.schemas import HubDataset, JobSpec
 from app.settings import Precision, Settings
+from worker import cache
 from worker.hardware import apply_precision, resolve_precision
-from worker.pipeline.data import load_splits
+from worker.pipeline.data import file_fingerprint, load_splits
 from worker.pipeline.encode import tokenize
-from worker.pipeline.model import find_model, load_model, load_tokenizer, model_flops_per_token
+from worker.pipeline.model import find_model, load_model_and_tokenizer, model_flops_per_token
 from worker.pipeline.save import library_versions, save_outputs
 from worker.pipeline.train import Trainer
 from worker.reporter import Reporter
@@ -84,12 +86,17 @@ def _run(
     ref = find_model(spec.model, options.models_dir, options.allow_hub)
     reporter.event("stage", f"loading data for {ref.name}")
     t0 = time.monotonic()
-    data = load_splits(
-        spec,
-        allow_hub=options.allow_hub,
-        max_labels=options.max_labels,
-        cache_dir=options.cache_dir,
-    )
+    key = data_cache_key(spec, ref, options.max_labels)
+    kept = cache.tokenized_data.get(key) if key is not None else None
+    if kept is None:
+        data = load_splits(
+            spec,
+            allow_hub=options.allow_hub,
+            max_labels=options.max_labels,
+            cache_dir=options.cache_dir,
+        )
+    else:
+        data, train, validation = kept
     reporter.event(
         "stage",
         f"loaded {len(data.train)} training and {len(data.validation)} validation rows"
@@ -99,21 +106,28 @@ def _run(
         num_labels=data.labels.num_labels,
     )
 
-    tokenizer = load_tokenizer(ref)
     t0 = time.monotonic()
-    train = tokenize(data.train, tokenizer, spec.text_column, spec.text_pair_column, hp.max_length)
-    validation = tokenize(
-        data.validation, tokenizer, spec.text_column, spec.text_pair_column, hp.max_length
-    )
+    model, tokenizer, model_cached = load_model_and_tokenizer(ref, data.labels, hp.seed)
     reporter.event(
         "stage",
-        f"tokenized {len(train) + len(validation)} rows in {time.monotonic() - t0:.1f} s",
+        f"loaded model {ref.name} ({policy}"
+        + (", from this worker's cache" if model_cached else "")
+        + f") in {time.monotonic() - t0:.1f} s",
     )
 
-    reporter.event("stage", f"loading model {ref.name} ({policy})")
-    t0 = time.monotonic()
-    model = load_model(ref, data.labels)
-    reporter.event("stage", f"loaded model in {time.monotonic() - t0:.1f} s")
+    if kept is None:
+        t0 = time.monotonic()
+        columns = (spec.text_column, spec.text_pair_column, hp.max_length)
+        train = tokenize(data.train, tokenizer, *columns)
+        validation = tokenize(data.validation, tokenizer, *columns)
+        if key is not None:
+            cache.tokenized_data.put(key, (data, train, validation))
+        reporter.event(
+            "stage",
+            f"tokenized {len(train) + len(validation)} rows in {time.monotonic() - t0:.1f} s",
+        )
+    else:
+        reporter.event("stage", f"reused {len(train) + len(validation)} tokenized rows")
 
     trainer = Trainer(
         model, tokenizer, train, validation, data.labels, hp, reporter, checkpoint_dir
@@ -163,3 +177,19 @@ def _run(
     save_outputs(output_dir, model, tokenizer, metrics, job, history)
     reporter.event("stage", "saved model", metrics=result.final_metrics)
     return metrics
+
+
+def data_cache_key(spec: JobSpec, ref: ModelRef, max_labels: int) -> tuple[Any, ...] | None:
+    """What the tokenized data depends on, by content; None when a part has no local identity."""
+    sources = [spec.training_file, spec.validation_file]
+    if ref.source != "local" or any(isinstance(s, HubDataset) for s in sources):
+        return None
+    try:
+        fingerprints = [file_fingerprint(s) if s is not None else None for s in sources]
+    except OSError:
+        return None  # a missing file: the uncached path reports it properly
+    hp = spec.hyperparameters
+    held_out = (hp.validation_fraction, hp.seed) if spec.validation_file is None else None
+    columns = (spec.text_column, spec.text_pair_column, spec.label_column)
+    tokenizer = (ref.location, cache.folder_identity(ref.location))
+    return (*fingerprints, columns, held_out, max_labels, tokenizer, hp.max_length)
