@@ -91,7 +91,7 @@ class Hyperparameters(StrictModel):
         description="lazy: Adam updates only the embedding rows a batch used (much cheaper)",
     )
     steps_per_execution: int = Field(
-        default=8, ge=1, le=1000, description="train steps per TensorFlow call (less overhead)"
+        default=1, ge=1, le=1000, description="train steps per TensorFlow call"
     )
     jit_compile: bool = Field(
         default=False, description="XLA-compile the train step (compiles once per batch shape)"

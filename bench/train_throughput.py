@@ -145,12 +145,13 @@ def child_recipe(
         shapes = len({int(f["input_ids"].shape[1]) for f, _ in batches})
         batches = counter.wrap(batches)
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=LEARNING_RATE))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.fit(batches, epochs=epochs, verbose=0)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     val_texts, val_labels = read_rows(val_csv)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "real_tokens": int(counter.real.numpy()),
         "padded_tokens": int(counter.padded.numpy()),
         "mcc": matthews(model, tokenizer, val_texts, val_labels),
@@ -204,6 +205,7 @@ def child_pipeline(
         precision = json.loads((out / "model" / "job.json").read_text())["precision"]
     return {
         "seconds": metrics["fit_seconds"],
+        "cpu_seconds": metrics["fit_cpu_seconds"],
         "real_tokens": metrics["real_tokens"],
         "padded_tokens": metrics["padded_tokens"],
         "mcc": metrics["final"]["matthews_correlation"],
@@ -368,7 +370,11 @@ def main() -> None:
         for name, job in runs:
             result = run_child(job)
             results[name].append(result)
-            print(f"  {name}: {result['seconds']:.1f} s, MCC {result['mcc']:.3f}", flush=True)
+            print(
+                f"  {name}: {result['seconds']:.1f} s ({result['cpu_seconds']:.0f} s CPU), "
+                f"MCC {result['mcc']:.3f}",
+                flush=True,
+            )
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
@@ -379,7 +385,7 @@ def main() -> None:
         else None
     )
     header = (
-        f"{'run':<14}{'precision':>16}{'train s':>9}{'real tok':>10}{'padded':>10}"
+        f"{'run':<16}{'precision':>16}{'train s':>9}{'cpu s':>7}{'real tok':>10}{'padded':>10}"
         f"{'pad eff':>8}{'real tok/s':>11}{'vs prepare':>11}{'fp32 ceil':>10}"
         f"{'shapes':>7}{'traces':>7}{'val MCC':>8}{'RSS GB':>7}"
     )
@@ -393,13 +399,16 @@ def main() -> None:
         ceiling_rate = ceiling["float32"] * 1e9 / median(name, "flops_per_token")
         ratio = f"{rate / base:.2f}x" if base else "-"
         print(
-            f"{name:<14}{results[name][0]['precision']:>16}{seconds:>9.1f}{real:>10.0f}"
+            f"{name:<16}{results[name][0]['precision']:>16}{seconds:>9.1f}"
+            f"{median(name, 'cpu_seconds'):>7.0f}{real:>10.0f}"
             f"{padded:>10.0f}{real / padded:>8.2f}{rate:>11.0f}{ratio:>11}"
             f"{rate / ceiling_rate:>10.2f}{median(name, 'shapes'):>7.0f}"
             f"{median(name, 'traces'):>7.0f}{median(name, 'mcc'):>8.3f}"
             f"{max(r['peak_rss_gb'] for r in results[name]):>7.2f}"
         )
-    print("\nfp32 ceil: real tokens/s as a share of (float32 matmul ceiling / 6 x dense weights)")
+    print("\ntrain s: model.fit wall time (median); cpu s: the process's CPU time over it, all")
+    print("threads (steadier than wall time on a shared machine)")
+    print("fp32 ceil: real tokens/s as a share of (float32 matmul ceiling / 6 x dense weights)")
     if args.json:
         args.json.write_text(json.dumps({"ceiling": ceiling, "runs": results}, indent=2))
 

@@ -5,6 +5,7 @@ Used by the Celery task and by `finetune train`; knows nothing about either.
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,7 @@ def _run(
         "restored_best_weights": result.restored_best,
         "train_seconds": round(result.seconds, 2),
         "fit_seconds": round(result.fit_seconds, 2),
+        "fit_cpu_seconds": round(result.fit_cpu_seconds, 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "real_tokens": result.real_tokens,
         "padded_tokens": result.padded_tokens,
@@ -155,6 +157,8 @@ def _run(
         "batch_shapes": result.batch_shapes,
         "train_step_traces": result.train_step_traces,
         "flops_per_token": model_flops_per_token(model),
+        # The process's high-water mark (earlier jobs in a reused worker process included).
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "global_step": result.state.global_step,
         "resumed_from_step": result.resumed_from_step,
     }

@@ -50,6 +50,7 @@ class TrainResult:
     resumed_from_step: int | None
     seconds: float
     fit_seconds: float  # inside model.fit only: the training steps (and checkpoints)
+    fit_cpu_seconds: float  # CPU time of the process (all threads) over the same span
     real_tokens: int
     padded_tokens: int
     batch_shapes: int
@@ -142,7 +143,7 @@ class Trainer:
         self.eval_targets = eval_labels(validation_ds)
         self.state = TrainState()
         self.stopped_early = False
-        self.fit_seconds = 0.0
+        self.fit_seconds = self.fit_cpu_seconds = 0.0
         self.shapes: set[tuple[int, int]] = set()
 
     # -- evaluation and early stopping -------------------------------------------------------
@@ -235,6 +236,7 @@ class Trainer:
             resumed_from_step=resumed_from,
             seconds=time.monotonic() - started,
             fit_seconds=self.fit_seconds,
+            fit_cpu_seconds=self.fit_cpu_seconds,
             real_tokens=real_tokens,
             padded_tokens=padded_tokens,
             batch_shapes=len(self.shapes),
@@ -277,7 +279,7 @@ class Trainer:
             batches = train_batches(
                 self.model, self.train_ds, self.tokenizer, plan, self.buckets, skip
             )
-            fit_started = time.monotonic()
+            fit_started, cpu_started = time.monotonic(), time.process_time()
             history = self.model.fit(
                 batches,
                 epochs=state.epoch + 1,
@@ -286,6 +288,7 @@ class Trainer:
                 verbose=0,
             )
             self.fit_seconds += time.monotonic() - fit_started
+            self.fit_cpu_seconds += time.process_time() - cpu_started
             losses = history.history.get("loss") or [math.nan]
             epoch_loss = float(losses[-1])
         else:
