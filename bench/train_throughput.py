@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +52,6 @@ def read_rows(path: Path) -> tuple[list[str], list[int]]:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
-
-
-def flops_per_token(model: Any) -> float:
-    """6 x the weights a token passes through (embedding tables are lookups, not matmuls)."""
-    import numpy as np
-
-    dense = sum(
-        int(np.prod(w.shape)) for w in model.trainable_weights if "embeddings" not in w.name
-    )
-    return 6.0 * dense
 
 
 def matthews(model: Any, tokenizer: Any, texts: list[str], labels: list[int]) -> float:
@@ -104,26 +95,43 @@ class TokenCounter:
         return dataset.map(count)
 
 
-def child_recipe(
-    name: str,
-    train_csv: Path,
-    val_csv: Path,
-    models_dir: Path,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Setup:
+    """What every run shares: the data, the model folder, epochs, batch size and seed."""
+
+    train: Path
+    val: Path
+    models: Path
+    epochs: int
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def from_job(cls, job: dict[str, Any]) -> Setup:
+        return cls(
+            Path(job["train"]),
+            Path(job["val"]),
+            Path(job["models"]),
+            job["epochs"],
+            job["batch_size"],
+            job["seed"],
+        )
+
+
+def child_recipe(name: str, setup: Setup) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
     import tf_keras
     from datasets import Dataset
     from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
-    tf_keras.utils.set_random_seed(seed)
-    location = models_dir / MODEL_NAME
+    from worker.pipeline.model import model_flops_per_token
+
+    tf_keras.utils.set_random_seed(setup.seed)
+    location = setup.models / MODEL_NAME
     tokenizer = AutoTokenizer.from_pretrained(location)
     model = TFAutoModelForSequenceClassification.from_pretrained(location, num_labels=2)
-    texts, labels = read_rows(train_csv)
+    texts, labels = read_rows(setup.train)
     counter = TokenCounter()
     if name == "numpy":
         tokens = dict(
@@ -131,7 +139,7 @@ def child_recipe(
         )
         dataset = tf.data.Dataset.from_tensor_slices((tokens, np.array(labels)))
         # model.fit(dict, labels, batch_size=16) shuffles each epoch: the same here, counted.
-        dataset = dataset.shuffle(len(labels), seed=seed).batch(batch_size)
+        dataset = dataset.shuffle(len(labels), seed=setup.seed).batch(setup.batch_size)
         batches = counter.wrap(dataset)
         shapes = 1
     else:
@@ -140,15 +148,15 @@ def child_recipe(
             lambda b: tokenizer(b["sentence"], truncation=True, max_length=128), batched=True
         )
         batches = model.prepare_tf_dataset(
-            ds, batch_size=batch_size, shuffle=True, tokenizer=tokenizer
+            ds, batch_size=setup.batch_size, shuffle=True, tokenizer=tokenizer
         )
         shapes = len({int(f["input_ids"].shape[1]) for f, _ in batches})
         batches = counter.wrap(batches)
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=LEARNING_RATE))
     started, cpu_started = time.perf_counter(), time.process_time()
-    model.fit(batches, epochs=epochs, verbose=0)
+    model.fit(batches, epochs=setup.epochs, verbose=0)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    val_texts, val_labels = read_rows(val_csv)
+    val_texts, val_labels = read_rows(setup.val)
     return {
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
@@ -158,37 +166,29 @@ def child_recipe(
         "traces": int(model.train_function.experimental_get_tracing_count()),
         "shapes": shapes,
         "precision": "float32",
-        "flops_per_token": flops_per_token(model),
+        "flops_per_token": model_flops_per_token(model),
     }
 
 
-def child_pipeline(
-    train_csv: Path,
-    val_csv: Path,
-    models_dir: Path,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    overrides: dict[str, Any],
-) -> dict[str, Any]:
+def child_pipeline(setup: Setup, overrides: dict[str, Any]) -> dict[str, Any]:
     from app.schemas import Hyperparameters, JobSpec
     from worker.pipeline.run import PipelineOptions, run_pipeline
     from worker.reporter import LogReporter
 
     hp = Hyperparameters.model_validate(
         {
-            "epochs": epochs,
-            "batch_size": batch_size,
+            "epochs": setup.epochs,
+            "batch_size": setup.batch_size,
             "learning_rate": LEARNING_RATE,
-            "seed": seed,
+            "seed": setup.seed,
             **overrides,
         },
         strict=False,
     )
     spec = JobSpec(
         model=MODEL_NAME,
-        training_file=str(train_csv),
-        validation_file=str(val_csv),
+        training_file=str(setup.train),
+        validation_file=str(setup.val),
         text_column="sentence",
         label_column="label",
         hyperparameters=hp,
@@ -200,7 +200,7 @@ def child_pipeline(
             out / "model",
             out / "checkpoints",
             LogReporter(),
-            PipelineOptions(models_dir=models_dir),
+            PipelineOptions(models_dir=setup.models),
         )
         precision = json.loads((out / "model" / "job.json").read_text())["precision"]
     return {
@@ -247,25 +247,9 @@ def child_main(args: argparse.Namespace) -> None:
     if job["kind"] == "ceiling":
         result = child_ceiling()
     elif job["kind"] == "pipeline":
-        result = child_pipeline(
-            Path(job["train"]),
-            Path(job["val"]),
-            Path(job["models"]),
-            job["epochs"],
-            job["batch_size"],
-            job["seed"],
-            job["overrides"],
-        )
+        result = child_pipeline(Setup.from_job(job), job["overrides"])
     else:
-        result = child_recipe(
-            job["kind"],
-            Path(job["train"]),
-            Path(job["val"]),
-            Path(job["models"]),
-            job["epochs"],
-            job["batch_size"],
-            job["seed"],
-        )
+        result = child_recipe(job["kind"], Setup.from_job(job))
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -60,5 +60,9 @@ def test_minilm_beats_the_majority_baseline_on_cola(
     )
     final = metrics["final"]
     print(f"MiniLM on CoLA: {final}, majority baseline accuracy {majority:.4f}")
-    assert final["accuracy"] > majority, (final, majority)
-    assert final["matthews_correlation"] > 0.05, final
+    # CoLA is imbalanced (about 70% acceptable): a model that has learned something trades
+    # some majority-class hits for minority-class ones, so accuracy hovers around the
+    # majority rate on 400 rows while the Matthews correlation (0 for any constant guess)
+    # shows the learning. Measured here: MCC 0.137 (bfloat16), 0.164 (float32).
+    assert final["matthews_correlation"] > 0.1, final
+    assert final["accuracy"] >= majority - 0.02, (final, majority)
