@@ -21,18 +21,19 @@ class Lru(Generic[K, V]):
     def __init__(self, entries: int) -> None:
         self.entries = entries
         self.items: OrderedDict[K, V] = OrderedDict()
-        self.hits = self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.entries > 0
 
     def get(self, key: K) -> V | None:
         if key in self.items:
             self.items.move_to_end(key)
-            self.hits += 1
             return self.items[key]
-        self.misses += 1
         return None
 
     def put(self, key: K, value: V) -> None:
-        if self.entries <= 0:
+        if not self.enabled:
             return
         self.items[key] = value
         self.items.move_to_end(key)

@@ -159,20 +159,31 @@ def encode_labels(ds: Dataset, label_column: str, labels: LabelInfo, split: str)
 
 
 def load_splits(
-    spec: JobSpec, *, allow_hub: bool, max_labels: int, cache_dir: Path | None = None
+    spec: JobSpec,
+    *,
+    allow_hub: bool,
+    max_labels: int,
+    cache_dir: Path | None = None,
+    known_fingerprints: dict[str, str] | None = None,
 ) -> LoadedData:
+    """`known_fingerprints` ("training", "validation"): hashes the caller already computed."""
     hp = spec.hyperparameters
+    known = known_fingerprints or {}
     train = load_source(spec.training_file, allow_hub=allow_hub, cache_dir=cache_dir)
     check_columns(train, spec, "training")
     labels = infer_labels(train, spec.label_column, max_labels)
-    fingerprints: dict[str, Any] = {"training": file_fingerprint(spec.training_file)}
+    fingerprints: dict[str, Any] = {
+        "training": known.get("training") or file_fingerprint(spec.training_file)
+    }
     train = encode_labels(train, spec.label_column, labels, "training")
 
     if spec.validation_file is not None:
         validation = load_source(spec.validation_file, allow_hub=allow_hub, cache_dir=cache_dir)
         check_columns(validation, spec, "validation")
         validation = encode_labels(validation, spec.label_column, labels, "validation")
-        fingerprints["validation"] = file_fingerprint(spec.validation_file)
+        fingerprints["validation"] = known.get("validation") or file_fingerprint(
+            spec.validation_file
+        )
         held_out = False
     else:
         if len(train) < 2:

@@ -89,7 +89,8 @@ def load_model_and_tokenizer(
     Call after seeding: the new head is initialised from the seed, which is why the seed and
     the label set are part of the key; a hit gives exactly the weights a fresh load would.
     """
-    identity = cache.folder_identity(ref.location) if ref.source == "local" else None
+    cacheable = ref.source == "local" and cache.pretrained.enabled
+    identity = cache.folder_identity(ref.location) if cacheable else None
     key = (
         ref.location,
         identity,

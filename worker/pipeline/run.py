@@ -87,7 +87,8 @@ def _run(
     ref = find_model(spec.model, options.models_dir, options.allow_hub)
     reporter.event("stage", f"loading data for {ref.name}")
     t0 = time.monotonic()
-    key = data_cache_key(spec, ref, options.max_labels)
+    fingerprints = local_fingerprints(spec, ref) if cache.tokenized_data.enabled else None
+    key = data_cache_key(spec, ref, options.max_labels, fingerprints) if fingerprints else None
     kept = cache.tokenized_data.get(key) if key is not None else None
     if kept is None:
         data = load_splits(
@@ -95,6 +96,7 @@ def _run(
             allow_hub=options.allow_hub,
             max_labels=options.max_labels,
             cache_dir=options.cache_dir,
+            known_fingerprints=fingerprints,
         )
     else:
         data, train, validation = kept
@@ -183,17 +185,25 @@ def _run(
     return metrics
 
 
-def data_cache_key(spec: JobSpec, ref: ModelRef, max_labels: int) -> tuple[Any, ...] | None:
-    """What the tokenized data depends on, by content; None when a part has no local identity."""
-    sources = [spec.training_file, spec.validation_file]
-    if ref.source != "local" or any(isinstance(s, HubDataset) for s in sources):
+def local_fingerprints(spec: JobSpec, ref: ModelRef) -> dict[str, str] | None:
+    """SHA-256 of the job's data files; None when a part has no local identity (hub data or
+    model), or a file is missing (the uncached path then reports it properly)."""
+    sources = {"training": spec.training_file, "validation": spec.validation_file}
+    if ref.source != "local" or any(isinstance(s, HubDataset) for s in sources.values()):
         return None
     try:
-        fingerprints = [file_fingerprint(s) if s is not None else None for s in sources]
+        return {k: file_fingerprint(s) for k, s in sources.items() if s is not None}
     except OSError:
-        return None  # a missing file: the uncached path reports it properly
+        return None
+
+
+def data_cache_key(
+    spec: JobSpec, ref: ModelRef, max_labels: int, fingerprints: dict[str, str]
+) -> tuple[Any, ...]:
+    """What the tokenized data depends on, by content."""
     hp = spec.hyperparameters
     held_out = (hp.validation_fraction, hp.seed) if spec.validation_file is None else None
     columns = (spec.text_column, spec.text_pair_column, spec.label_column)
     tokenizer = (ref.location, cache.folder_identity(ref.location))
-    return (*fingerprints, columns, held_out, max_labels, tokenizer, hp.max_length)
+    sources = (fingerprints.get("training"), fingerprints.get("validation"))
+    return (*sources, columns, held_out, max_labels, tokenizer, hp.max_length)
