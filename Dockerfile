@@ -16,7 +16,7 @@ FROM base AS api
 RUN pip install .
 USER finetune
 EXPOSE 8000
-CMD ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", \
+CMD ["uvicorn", "app.api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", \
      "--no-access-log"]
 
 FROM base AS worker

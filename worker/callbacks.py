@@ -13,7 +13,7 @@ from typing import Any
 
 import tf_keras as keras
 
-from app.schemas import Progress
+from app.core.schemas import Progress
 from worker.checkpoints import Checkpointer, TrainState
 from worker.errors import TrainingDiverged
 from worker.pipeline.batching import EpochPlan

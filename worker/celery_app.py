@@ -12,10 +12,10 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
-from app.logs import configure_logging
-from app.queue import make_celery
-from app.settings import get_settings
-from app.store import Store, connect
+from app.core.logs import configure_logging
+from app.core.queue import make_celery
+from app.core.settings import get_settings
+from app.core.store import Store, connect
 
 settings = get_settings()
 configure_logging(settings.log_level)
@@ -30,11 +30,10 @@ _hostname: dict[str, str] = {}
 def _load_tensorflow(**_: Any) -> None:
     # The Keras 2 switch (worker/__init__) first, then transformers and datasets, so their
     # import is not on the first job's clock.
-    import worker.pipeline.run  # noqa: F401
     from worker import cache
-    from worker.hardware import configure_devices
+    from worker.quiet import start_tensorflow
 
-    devices = configure_devices()
+    devices = start_tensorflow()
     cache.configure(settings.worker_cache_entries)
     log.info("pool process ready", extra={"data": {"gpus": devices}})
 

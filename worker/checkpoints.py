@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from app.layout import CHECKPOINT_STATE_SUFFIX, write_atomically
+from app.core.layout import CHECKPOINT_STATE_SUFFIX, write_atomically
 from worker.errors import StorageError
 
 

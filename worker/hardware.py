@@ -6,7 +6,7 @@ import functools
 import logging
 from pathlib import Path
 
-from app.settings import Precision
+from app.core.settings import Precision
 
 log = logging.getLogger("finetune.hardware")
 

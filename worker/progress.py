@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from app.schemas import Progress as JobProgress
+from app.core.schemas import Progress as JobProgress
 from worker.reporter import StopSignal
 
 

@@ -13,11 +13,11 @@ import time
 
 from celery import Celery
 
-from app.queue import dispatch
-from app.schemas import JobStatus
-from app.settings import Settings
-from app.store import Store
-from app.webhooks import notify
+from app.core.queue import dispatch
+from app.core.schemas import JobStatus
+from app.core.settings import Settings
+from app.core.store import Store
+from app.core.webhooks import notify
 
 log = logging.getLogger("finetune.reaper")
 UNDISPATCHED_GRACE_SECONDS = 10.0

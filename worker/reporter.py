@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any, Literal, Protocol
 
-from app.schemas import Progress
+from app.core.schemas import Progress
 
 StopSignal = Literal["cancel", "interrupt"] | None
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.layout import checkpoint_dir, job_dir, output_dir
-from app.logs import current_job_id
-from app.schemas import ErrorInfo, JobStatus, Progress
-from app.settings import Settings, get_settings
-from app.store import Store, TenantAtLimit, TransitionRefused
-from app.webhooks import notify
+from app.core.layout import checkpoint_dir, job_dir, output_dir
+from app.core.logs import current_job_id
+from app.core.schemas import ErrorInfo, JobStatus, Progress
+from app.core.settings import Settings, get_settings
+from app.core.store import Store, TenantAtLimit, TransitionRefused
+from app.core.webhooks import notify
 from worker.errors import JobCancelled, JobError, JobInterrupted, StorageError
 from worker.reporter import StopSignal
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.queue import RUN_JOB_TASK, dispatch
-from app.settings import get_settings
-from app.store import Store, connect
+from app.core.queue import RUN_JOB_TASK, dispatch
+from app.core.settings import get_settings
+from app.core.store import Store, connect
 from worker.celery_app import celery
 
 _store: dict[str, Store] = {}

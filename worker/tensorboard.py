@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from app.schemas import Progress
+from app.core.schemas import Progress
 from worker.reporter import Reporter, StopSignal
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ARTIFACTS, KEYS
-from tests.harness import Client, Service
+from tests.support.harness import Client, Service
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

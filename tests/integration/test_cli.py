@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import KEYS
-from tests.harness import ROOT, Service
+from tests.support.harness import ROOT, Service
 
 FINETUNE = str(Path(sys.executable).parent / "finetune")
 

@@ -16,9 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from app.queue import dispatch, make_celery
-from app.settings import Settings
-from tests.harness import Client, RedisServer, Service, free_port, service_env, wait_until
+from app.core.queue import dispatch, make_celery
+from app.core.schemas import Job, JobStatus
+from app.core.settings import Settings
+from finetune import Client
+from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
+from tests.support.jobs import upload_and_submit as submit_tiny_upload
 
 # Long enough to be interrupted mid-way on tiny models: 100 steps an epoch.
 SLOW_JOB = {
@@ -45,23 +48,22 @@ def stack(tmp_path: Path, models_dir: Path) -> Iterator[tuple[RedisServer, Servi
 
 
 def upload_and_submit(client: Client, data_dir: Path, **hyper: Any) -> str:
-    file_id = client.upload(data_dir / "train.csv").json()["id"]
-    response = client.submit(
-        {
-            "model": "tiny",
-            "training_file": file_id,
-            "text_column": "sentence",
-            "label_column": "label",
-            "hyperparameters": {**SLOW_JOB, **hyper},
-        }
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+    job = submit_tiny_upload(client, data_dir / "train.csv", hyperparameters={**SLOW_JOB, **hyper})
+    return job.id
+
+
+def client_for(svc: Service) -> Client:
+    return Client(svc.url, "", retries=2, backoff=0.2)
+
+
+def finish(client: Client, job_id: str, timeout: float = 240) -> Job:
+    done = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+    return client.wait(job_id, until=done, timeout=timeout, interval=0.2)
 
 
 def wait_for_step(client: Client, job_id: str, step: int, timeout: float = 120) -> None:
     wait_until(
-        lambda: client.job(job_id)["progress"]["step"] >= step,
+        lambda: client.job(job_id).progress.step >= step,
         timeout,
         f"{job_id} at step {step}",
         interval=0.1,
@@ -69,35 +71,35 @@ def wait_for_step(client: Client, job_id: str, step: int, timeout: float = 120) 
 
 
 def status_events(client: Client, job_id: str) -> list[str]:
-    return [e["data"].get("status") for e in client.events(job_id) if "status" in e["data"]]
+    return [e.data.status for e in client.events(job_id) if "status" in e.data]
 
 
 def test_killed_worker_job_resumes_elsewhere_and_matches_an_uninterrupted_run(
     stack: tuple[RedisServer, Service], data_dir: Path
 ) -> None:
     _, svc = stack
-    client = Client(svc.url)
+    client = client_for(svc)
     first = svc.start_worker("doomed")
     job_id = upload_and_submit(client, data_dir)
     wait_for_step(client, job_id, 130)  # past the checkpoints at 120 (and epoch end 100)
     svc.stop_worker(first, signal.SIGKILL)  # a reclaimed spot machine: no goodbye
     svc.start_worker("rescuer")
-    done = client.wait_for(job_id, {"succeeded", "failed"}, timeout=240)
-    assert done["status"] == "succeeded", done["error"]
-    assert done["attempt"] == 2
+    done = finish(client, job_id, timeout=240)
+    assert done.status == "succeeded", done.error
+    assert done.attempt == 2
 
     events = client.events(job_id)
-    requeued = [e for e in events if "re-queued" in e["message"]]
-    resumed = [e for e in events if e["data"].get("resumed")]
-    assert len(requeued) == 1 and "lease expired" in requeued[0]["message"]
-    assert len(resumed) == 1 and resumed[0]["data"]["step"] >= 120  # not from step 0
+    requeued = [e for e in events if "re-queued" in e.message]
+    resumed = [e for e in events if e.data.get("resumed")]
+    assert len(requeued) == 1 and "lease expired" in requeued[0].message
+    assert len(resumed) == 1 and resumed[0].data["step"] >= 120  # not from step 0
     assert status_events(client, job_id).count("succeeded") == 1
-    assert [e["type"] for e in events].count("error") == 0
+    assert [e.type for e in events].count("error") == 0
 
     baseline = upload_and_submit(client, data_dir)
-    clean = client.wait_for(baseline, {"succeeded", "failed"}, timeout=240)
-    for name, value in clean["metrics"].items():
-        assert done["metrics"][name] == pytest.approx(value, abs=1e-4), name
+    clean = finish(client, baseline, timeout=240)
+    for name, value in clean.metrics.items():
+        assert done.metrics[name] == pytest.approx(value, abs=1e-4), name
     artifact = svc.env["FINETUNE_STORAGE_DIR"] + f"/jobs/{job_id}/model.tar.gz"
     assert Path(artifact).is_file()
     assert sorted(p.name for p in Path(artifact).parent.iterdir() if "tar" in p.name) == [
@@ -109,22 +111,25 @@ def test_sigterm_checkpoints_and_hands_the_job_back(
     stack: tuple[RedisServer, Service], data_dir: Path
 ) -> None:
     _, svc = stack
-    client = Client(svc.url)
+    client = client_for(svc)
     worker = svc.start_worker("leaving")
-    job_id = upload_and_submit(client, data_dir)
+    # Only epoch-end checkpoints: the hand-back's own checkpoint is the only one mid-epoch.
+    job_id = upload_and_submit(client, data_dir, checkpoint_every_steps=100_000)
     wait_for_step(client, job_id, 50)
     svc.stop_worker(worker, signal.SIGTERM, timeout=60)
     assert worker.returncode == 0
     handed_back = client.job(job_id)
-    assert handed_back["status"] == "queued" and handed_back["attempt"] == 2
-    messages = [e["message"] for e in client.events(job_id)]
+    assert handed_back.status == "queued" and handed_back.attempt == 2
+    messages = [e.message for e in client.events(job_id)]
     assert any("the worker shut down" in m for m in messages)
 
     svc.start_worker("next")
-    done = client.wait_for(job_id, {"succeeded", "failed"}, timeout=240)
-    assert done["status"] == "succeeded"
-    resumed = [e for e in client.events(job_id) if e["data"].get("resumed")]
-    assert resumed and resumed[0]["data"]["step"] >= 50  # from the hand-back checkpoint
+    done = finish(client, job_id, timeout=240)
+    assert done.status == "succeeded"
+    resumed = [e for e in client.events(job_id) if e.data.get("resumed")]
+    per_epoch = done.progress.total_steps // done.progress.epochs
+    assert resumed and resumed[0].data["step"] >= 50
+    assert resumed[0].data["step"] % per_epoch != 0, (resumed[0].data, per_epoch)
 
 
 def test_job_whose_workers_keep_vanishing_fails_after_max_attempts(
@@ -135,13 +140,13 @@ def test_job_whose_workers_keep_vanishing_fails_after_max_attempts(
     svc = Service(env, free_port(), tmp_path / "logs")
     try:
         svc.start_api()
-        client = Client(svc.url)
+        client = client_for(svc)
         job_id = upload_and_submit(client, data_dir, epochs=50)
         for attempt in (1, 2):
             worker = svc.start_worker(f"victim{attempt}")
             wait_until(
                 lambda a=attempt: (
-                    client.job(job_id)["attempt"] == a and client.job(job_id)["status"] == "running"
+                    client.job(job_id).attempt == a and client.job(job_id).status == "running"
                 ),
                 120,
                 "running",
@@ -149,9 +154,9 @@ def test_job_whose_workers_keep_vanishing_fails_after_max_attempts(
             wait_for_step(client, job_id, 10 * attempt)
             svc.stop_worker(worker, signal.SIGKILL)
         svc.start_worker("observer")  # its reaper finds the second lost attempt
-        done = client.wait_for(job_id, {"failed", "succeeded"}, timeout=60)
-        assert done["status"] == "failed" and done["error"]["code"] == "worker_lost"
-        assert "gave up after 2 attempts" in done["error"]["message"]
+        done = finish(client, job_id, timeout=60)
+        assert done.status == "failed" and done.error and done.error.code == "worker_lost"
+        assert "gave up after 2 attempts" in done.error.message
     finally:
         svc.stop()
         redis_server.stop(signal.SIGKILL)
@@ -161,29 +166,29 @@ def test_redis_restart_loses_nothing_and_running_job_finishes(
     stack: tuple[RedisServer, Service], data_dir: Path
 ) -> None:
     redis_server, svc = stack
-    client = Client(svc.url)
+    client = client_for(svc)
     svc.start_worker("steady")
     running = upload_and_submit(client, data_dir)
     queued = upload_and_submit(client, data_dir, epochs=1)
     wait_for_step(client, running, 40)
-    files_before = client.http.get("/v1/files").json()["data"]
+    files_before = client.files()
     events_before = len(client.events(running))
 
     redis_server.stop(signal.SIGTERM)  # append-only file on, as in docker-compose.yml
     time.sleep(2)
     redis_server.start()
 
-    assert client.http.get("/v1/files").json()["data"] == files_before
+    assert client.files() == files_before
     assert len(client.events(running)) >= events_before
-    done = client.wait_for(running, {"succeeded", "failed"}, timeout=240)
-    assert done["status"] == "succeeded", done["error"]
-    assert client.wait_for(queued, {"succeeded", "failed"}, timeout=240)["status"] == "succeeded"
+    done = finish(client, running, timeout=240)
+    assert done.status == "succeeded", done.error
+    assert finish(client, queued, timeout=240).status == "succeeded"
     assert status_events(client, running).count("succeeded") == 1
 
 
 def test_duplicate_delivery_trains_once(stack: tuple[RedisServer, Service], data_dir: Path) -> None:
     _, svc = stack
-    client = Client(svc.url)
+    client = client_for(svc)
     svc.start_worker("a")
     svc.start_worker("b")
     wait_until(lambda: svc.worker_count() >= 2, 60, "two workers")
@@ -192,21 +197,24 @@ def test_duplicate_delivery_trains_once(stack: tuple[RedisServer, Service], data
     celery = make_celery(Settings(redis_url=svc.env["FINETUNE_REDIS_URL"]))
     dispatch(celery, "finetune", job_id, 1)
     dispatch(celery, "finetune", job_id, 1)
-    done = client.wait_for(job_id, {"succeeded", "failed"}, timeout=240)
-    assert done["status"] == "succeeded"
-    time.sleep(2)  # let the duplicates be consumed
+    done = finish(client, job_id, timeout=240)
+    assert done.status == "succeeded"
+
+    def skipped() -> int:
+        logs = "".join(p.read_text() for p in svc.log_dir.glob("worker-*.log"))
+        return logs.count("delivery skipped")
+
+    wait_until(lambda: skipped() >= 2, 60, "both duplicates consumed and skipped")
     statuses = status_events(client, job_id)
     assert statuses.count("running") == 1 and statuses.count("succeeded") == 1
-    logs = "".join(p.read_text() for p in svc.log_dir.glob("worker-*.log"))
-    assert logs.count("delivery skipped") >= 2
 
 
 def test_api_restart_keeps_idempotency_and_hides_partial_uploads(
     stack: tuple[RedisServer, Service], data_dir: Path
 ) -> None:
     _, svc = stack
-    client = Client(svc.url)
-    file_id = client.upload(data_dir / "train.csv").json()["id"]
+    client = client_for(svc)
+    file_id = client.upload(data_dir / "train.csv").id
     body = {
         "model": "tiny",
         "training_file": file_id,
@@ -214,7 +222,7 @@ def test_api_restart_keeps_idempotency_and_hides_partial_uploads(
         "label_column": "label",
         "hyperparameters": {"epochs": 1},
     }
-    first = client.submit(body, headers={"Idempotency-Key": "once"}).json()
+    first = client.submit(body, idempotency_key="once")
 
     # An upload cut off by the API going down: the API dies while the body streams in.
     def slow_body() -> Iterator[bytes]:
@@ -242,9 +250,9 @@ def test_api_restart_keeps_idempotency_and_hides_partial_uploads(
     thread.join(timeout=30)
     svc.start_api()
 
-    again = client.submit(body, headers={"Idempotency-Key": "once"}).json()
-    assert again["id"] == first["id"]
-    names = [f["filename"] for f in client.http.get("/v1/files").json()["data"]]
+    again = client.submit(body, idempotency_key="once")
+    assert again.id == first.id
+    names = [f.filename for f in client.files()]
     assert names == ["train.csv"]
 
 
@@ -253,8 +261,8 @@ def test_full_disk_while_checkpointing_fails_readably_and_keeps_the_last_checkpo
 ) -> None:
     """A real ENOSPC: checkpoints on a tiny tmpfs that fills up after the first one."""
     import worker  # noqa: F401
-    from app.layout import list_checkpoints
-    from app.schemas import Hyperparameters, JobSpec
+    from app.core.layout import list_checkpoints
+    from app.core.schemas import Hyperparameters, JobSpec
     from worker.errors import StorageError
     from worker.pipeline.run import PipelineOptions, run_pipeline
     from worker.reporter import LogReporter

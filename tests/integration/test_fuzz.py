@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ARTIFACTS, KEYS
-from tests.harness import Service
+from tests.support.harness import Service
 
 CHECKS = (
     "not_a_server_error,response_schema_conformance,status_code_conformance,"

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
-from tests.harness import Client, RedisServer, Service, free_port, service_env
+import pytest
+
+from app.core.schemas import Job, JobStatus
+from finetune import Client, RateLimited
+from tests.support.harness import RedisServer, Service, free_port, service_env
+from tests.support.jobs import upload_and_submit
 
 KEYS = {"alice": "alice-key-123", "bob": "bob-key-456"}
 JOB = {"epochs": 3, "batch_size": 4, "learning_rate": 0.005, "log_every_steps": 5}
+DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+
+
+def overlap(a: Job, b: Job) -> bool:
+    """Whether two finished jobs were running at the same time (from their recorded times)."""
+    assert a.started_at and a.finished_at and b.started_at and b.finished_at
+    return a.started_at < b.finished_at and b.started_at < a.finished_at
 
 
 def test_queued_and_running_limits(tmp_path: Path, models_dir: Path, data_dir: Path) -> None:
@@ -25,45 +36,28 @@ def test_queued_and_running_limits(tmp_path: Path, models_dir: Path, data_dir: P
     svc = Service(env, free_port(), tmp_path / "logs")
     try:
         svc.start_api()
-        alice, bob = Client(svc.url, KEYS["alice"]), Client(svc.url, KEYS["bob"])
-
-        def submit(client: Client) -> tuple[int, dict]:
-            file_id = client.upload(data_dir / "train.csv").json()["id"]
-            response = client.submit(
-                {
-                    "model": "tiny",
-                    "training_file": file_id,
-                    "text_column": "sentence",
-                    "label_column": "label",
-                    "hyperparameters": JOB,
-                }
-            )
-            return response.status_code, response.json() | dict(response.headers)
+        # No retries: the 429 is what this test looks at.
+        alice = Client(svc.url, KEYS["alice"], retries=0)
+        bob = Client(svc.url, KEYS["bob"], retries=0)
+        train = data_dir / "train.csv"
 
         # No worker yet: everything stays queued.
-        assert submit(alice)[0] == 201 and submit(alice)[0] == 201
-        status, body = submit(alice)
-        assert status == 429 and body["error"]["code"] == "too_many_jobs"
-        assert int(body["retry-after"]) > 0
-        assert submit(bob)[0] == 201  # another tenant is not held back
+        alice_jobs = [upload_and_submit(alice, train, hyperparameters=JOB) for _ in range(2)]
+        with pytest.raises(RateLimited) as refused:
+            upload_and_submit(alice, train, hyperparameters=JOB)
+        assert refused.value.code == "too_many_jobs"
+        assert int(refused.value.headers["retry-after"]) > 0
+        bob_job = upload_and_submit(bob, train, hyperparameters=JOB)  # not held back by alice
 
         svc.start_worker("w1", wait=False)
         svc.start_worker("w2")
-        alice_ids = [j["id"] for j in alice.http.get("/v1/jobs").json()["data"]]
-        bob_id = bob.http.get("/v1/jobs").json()["data"][0]["id"]
-        saw_alice_beside_bob = False
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            alice_states = [alice.job(i)["status"] for i in alice_ids]
-            bob_state = bob.job(bob_id)["status"]
-            assert alice_states.count("running") <= 1, alice_states  # her limit is one
-            saw_alice_beside_bob |= "running" in alice_states and bob_state == "running"
-            if all(s == "succeeded" for s in [*alice_states, bob_state]):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"jobs did not finish: {alice_states}, {bob_state}")
-        assert saw_alice_beside_bob  # the second worker served bob, not alice's second job
+        alice_done = [alice.wait(j.id, until=DONE, timeout=240, interval=0.2) for j in alice_jobs]
+        bob_done = bob.wait(bob_job.id, until=DONE, timeout=240, interval=0.2)
+        assert [j.status for j in [*alice_done, bob_done]] == ["succeeded"] * 3
+        # Her limit is one: her two jobs never ran at the same time, although two workers were
+        # free; the second worker served bob meanwhile instead.
+        assert not overlap(*alice_done), [(j.started_at, j.finished_at) for j in alice_done]
+        assert any(overlap(bob_done, j) for j in alice_done)
         logs = "".join(p.read_text() for p in svc.log_dir.glob("worker-*.log"))
         assert "'deferred'" in logs
     finally:

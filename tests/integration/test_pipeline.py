@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import worker  # noqa: F401  (Keras 2 before TensorFlow)
-from app.schemas import Hyperparameters, JobSpec
-from tests.factories import NEUTRAL, sentiment_rows, write_csv
+from app.core.schemas import Hyperparameters, JobSpec
+from tests.support.factories import NEUTRAL, sentiment_rows, write_csv
 from worker.errors import DataNotFound, InvalidInput, JobCancelled, ModelNotFound
 from worker.pipeline.run import PipelineOptions, run_pipeline
 from worker.reporter import LogReporter, StopSignal
@@ -306,7 +306,7 @@ def test_a_warm_worker_reuses_data_and_weights_and_trains_the_same(
 def test_cancel_stops_within_a_few_steps_and_checkpoints(
     models_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    from app.layout import list_checkpoints
+    from app.core.layout import list_checkpoints
 
     spec = spec_for(data_dir / "train.csv", epochs=5, checkpoint_every_steps=1000)
     reporter = Recorder(stop_at=7)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,78 +12,66 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import KEYS
-from tests.factories import write_csv
-from tests.harness import ROOT, Client, Service
+from app.core.schemas import FileObject, Job, JobStatus
+from finetune import Client, Conflict, Invalid, NotFound, TooLarge, Unauthorized
+from tests.conftest import KEYS, tenant_client
+from tests.support.factories import write_csv
+from tests.support.harness import ROOT, Service, wait_until
+from tests.support.jobs import submit_tiny, tiny_job_body
 
-QUICK = {"epochs": 2, "learning_rate": 0.005, "log_every_steps": 2, "checkpoint_every_steps": 5}
+DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
 
-def submit_job(client: Client, train_id: str, **overrides: Any) -> dict[str, Any]:
-    body = {
-        "model": "tiny",
-        "training_file": train_id,
-        "text_column": "sentence",
-        "label_column": "label",
-        "hyperparameters": {**QUICK, **overrides.pop("hyperparameters", {})},
-        **overrides,
-    }
-    response = client.submit(body)
-    assert response.status_code == 201, response.text
-    return response.json()
+def finish(client: Client, job_id: str, timeout: float = 180) -> Job:
+    return client.wait(job_id, until=DONE, timeout=timeout, interval=0.2)
 
 
 @pytest.fixture(scope="module")
-def train_file(alice: Client, data_dir: Path) -> dict[str, Any]:
-    response = alice.upload(data_dir / "train.csv")
-    assert response.status_code == 201, response.text
-    return response.json()
+def train_file(alice: Client, data_dir: Path) -> FileObject:
+    return alice.upload(data_dir / "train.csv")
 
 
 @pytest.fixture(scope="module")
-def validation_file(alice: Client, data_dir: Path) -> dict[str, Any]:
-    return alice.upload(data_dir / "validation.csv").json()
+def validation_file(alice: Client, data_dir: Path) -> FileObject:
+    return alice.upload(data_dir / "validation.csv")
 
 
 def test_upload_submit_poll_download_predict(
-    alice: Client, train_file: dict[str, Any], validation_file: dict[str, Any], tmp_path: Path
+    alice: Client, train_file: FileObject, validation_file: FileObject, tmp_path: Path
 ) -> None:
     from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
-    assert train_file["rows"] == 400 and train_file["columns"] == ["sentence", "label"]
-    assert train_file["format"] == "csv"
-    job = submit_job(
+    assert train_file.rows == 400 and train_file.columns == ["sentence", "label"]
+    assert train_file.format == "csv"
+    job = submit_tiny(
         alice,
-        train_file["id"],
-        validation_file=validation_file["id"],
+        train_file.id,
+        validation_file=validation_file.id,
         hyperparameters={"epochs": 3},
         metadata={"team": "nlp"},
     )
-    assert job["status"] == "queued" and job["hyperparameters"]["batch_size"] == 16
-    done = alice.wait_for(job["id"], {"succeeded", "failed"})
-    assert done["status"] == "succeeded", done["error"]
-    assert done["metrics"]["accuracy"] > 0.9
-    assert len(done["history"]) == 3 and done["progress"]["percent"] == 100.0
-    assert done["progress"]["tokens_per_second"] > 0
-    assert done["started_at"] and done["finished_at"] and done["metadata"] == {"team": "nlp"}
+    assert job.status == "queued" and job.hyperparameters.batch_size == 16
+    done = finish(alice, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.metrics["accuracy"] > 0.9
+    assert len(done.history) == 3 and done.progress.percent == 100.0
+    assert done.progress.tokens_per_second and done.progress.tokens_per_second > 0
+    assert done.started_at and done.finished_at and done.metadata == {"team": "nlp"}
 
-    events = alice.events(done["id"])
-    kinds = [e["type"] for e in events]
+    events = alice.events(done.id)
+    kinds = [e.type for e in events]
     assert kinds[0] == "status" and kinds[-1] == "status" and "metric" in kinds
-    assert [e["data"].get("status") for e in events if e["type"] == "status"] == [
+    assert [e.data.get("status") for e in events if e.type == "status"] == [
         "queued",
         "running",
         "succeeded",
     ]
-    checkpoints = alice.http.get(f"/v1/jobs/{done['id']}/checkpoints").json()
-    assert checkpoints and checkpoints[-1]["global_step"] == 75
+    checkpoints = alice.checkpoints(done.id)
+    assert checkpoints and checkpoints[-1].global_step == 75
 
-    archive = alice.http.get(done["artifacts"]["model"])
-    assert archive.status_code == 200
-    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    model = TFAutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    folder = alice.download(done.id, tmp_path)
+    model = TFAutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     batch = tokenizer(
         ["a warm and fun film", "a cold and boring plot"], return_tensors="tf", padding=True
     )
@@ -119,126 +105,124 @@ def test_upload_submit_poll_download_predict(
     ],
 )
 def test_invalid_submissions_name_the_field(
-    alice: Client, train_file: dict[str, Any], change: dict[str, Any], param: str | None
+    alice: Client, train_file: FileObject, change: dict[str, Any], param: str | None
 ) -> None:
     body = {
         "model": "tiny",
-        "training_file": train_file["id"],
+        "training_file": train_file.id,
         "text_column": "sentence",
         "label_column": "label",
         **change,
     }
-    response = alice.submit(body)
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["param"] == param, error
-    assert error["message"] and error["code"]
+    with pytest.raises(Invalid) as refused:
+        alice.submit(body)
+    assert refused.value.param == param, refused.value
+    assert refused.value.message and refused.value.code
 
 
 def test_label_problems_found_before_queueing(alice: Client, tmp_path: Path) -> None:
     single = alice.upload(
         write_csv(tmp_path / "one.csv", ["sentence", "label"], [("good", 1), ("fine", 1)])
-    ).json()
-    response = alice.submit(
-        {
-            "model": "tiny",
-            "training_file": single["id"],
-            "text_column": "sentence",
-            "label_column": "label",
-        }
     )
-    assert response.status_code == 422
-    assert response.json()["error"]["param"] == "label_column"
-    assert "single class" in response.json()["error"]["message"]
+    with pytest.raises(Invalid) as refused:
+        alice.submit(model="tiny", training_file=single.id, text_column="sentence")
+    assert refused.value.param == "label_column"
+    assert "single class" in refused.value.message
 
 
-def test_idempotent_retry_returns_the_same_job(alice: Client, train_file: dict[str, Any]) -> None:
-    body = {
-        "model": "tiny",
-        "training_file": train_file["id"],
-        "text_column": "sentence",
-        "label_column": "label",
-        "hyperparameters": {"epochs": 1},
-    }
-    headers = {"Idempotency-Key": f"retry-{time.time()}"}
+def test_idempotent_retry_returns_the_same_job(
+    alice: Client, bob: Client, train_file: FileObject, data_dir: Path
+) -> None:
+    body = tiny_job_body(train_file.id, hyperparameters={"epochs": 1})
+    key = f"retry-{time.time()}"
     with ThreadPoolExecutor(4) as pool:
-        responses = list(pool.map(lambda _: alice.submit(body, headers=headers), range(4)))
-    ids = {r.json()["id"] for r in responses}
-    assert all(r.status_code == 201 for r in responses) and len(ids) == 1
-    alice.wait_for(ids.pop(), {"succeeded"})
-
-
-def test_cancel_while_queued_and_while_running(alice: Client, train_file: dict[str, Any]) -> None:
-    running = submit_job(
-        alice, train_file["id"], hyperparameters={"epochs": 50, "checkpoint_every_steps": 1000}
+        jobs = list(pool.map(lambda _: alice.submit(body, idempotency_key=key), range(4)))
+    ids = {job.id for job in jobs}
+    assert len(ids) == 1
+    # Keys belong to a tenant: Bob's same key makes Bob's own job, not a view of Alice's.
+    bobs = bob.submit(
+        tiny_job_body(bob.upload(data_dir / "train.csv").id, hyperparameters={"epochs": 1}),
+        idempotency_key=key,
     )
-    queued = submit_job(alice, train_file["id"])  # one worker: waits behind the first
-    alice.wait_for(running["id"], {"running"})
-    wait_for_step(alice, running["id"], 5)
+    assert bobs.id not in ids
+    assert bob.submit(body | {"training_file": bobs.training_file}, idempotency_key=key).id == (
+        bobs.id
+    )
+    assert finish(alice, ids.pop()).status == "succeeded"
+    assert finish(bob, bobs.id).status == "succeeded"
 
-    cancelled = alice.http.post(f"/v1/jobs/{queued['id']}/cancel").json()
-    assert cancelled["status"] == "cancelled"
-    cancelling = alice.http.post(f"/v1/jobs/{running['id']}/cancel").json()
-    assert cancelling["status"] == "cancelling"
-    done = alice.wait_for(running["id"], {"cancelled", "failed", "succeeded"}, timeout=60)
-    assert done["status"] == "cancelled" and done["progress"]["step"] < 50 * 25
-    assert alice.http.get(f"/v1/jobs/{running['id']}/checkpoints").json()  # state was saved
-    assert alice.http.post(f"/v1/jobs/{running['id']}/cancel").status_code == 409
+
+def test_cancel_while_queued_and_while_running(alice: Client, train_file: FileObject) -> None:
+    # About 90 steps an epoch and no step checkpoints: one mid-epoch is the cancel's own.
+    running = submit_tiny(
+        alice,
+        train_file.id,
+        hyperparameters={"epochs": 50, "batch_size": 4, "checkpoint_every_steps": 100_000},
+    )
+    queued = submit_tiny(alice, train_file.id)  # one worker: waits behind the first
+    alice.wait(running.id, until={JobStatus.running}, timeout=120, interval=0.2)
+    wait_for_step(alice, running.id, 5)
+
+    assert alice.cancel(queued.id).status == "cancelled"
+    assert alice.cancel(running.id).status == "cancelling"
+    done = finish(alice, running.id, timeout=60)
+    per_epoch = done.progress.total_steps // done.progress.epochs
+    assert done.status == "cancelled" and done.progress.step < 50 * per_epoch
+    saved = alice.checkpoints(running.id)
+    assert saved and saved[-1].global_step % per_epoch != 0, saved  # the cancel's checkpoint
+    with pytest.raises(Conflict):
+        alice.cancel(running.id)
     # The cancelled queued job is skipped by the worker, never run.
     time.sleep(1)
-    assert alice.job(queued["id"])["started_at"] is None
+    assert alice.job(queued.id).started_at is None
 
 
 def wait_for_step(client: Client, job_id: str, step: int, timeout: float = 120) -> None:
-    from tests.harness import wait_until
-
     wait_until(
-        lambda: client.job(job_id)["progress"]["step"] >= step,
-        timeout,
-        f"step {step}",
-        interval=0.2,
+        lambda: client.job(job_id).progress.step >= step, timeout, f"step {step}", interval=0.2
     )
 
 
 def test_tenants_see_only_their_own(
-    alice: Client, bob: Client, service: Service, train_file: dict[str, Any]
+    alice: Client, bob: Client, service: Service, train_file: FileObject
 ) -> None:
-    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
-    for path in (
-        f"/v1/jobs/{job['id']}",
-        f"/v1/files/{train_file['id']}",
-        f"/v1/jobs/{job['id']}/events",
-        f"/v1/jobs/{job['id']}/checkpoints",
-        f"/v1/jobs/{job['id']}/artifacts/model.tar.gz",
-    ):
-        assert bob.http.get(path).status_code == 404, path
-    assert bob.http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
-    assert bob.http.delete(f"/v1/files/{train_file['id']}").status_code == 404
-    assert job["id"] not in {j["id"] for j in bob.http.get("/v1/jobs").json()["data"]}
-    assert train_file["id"] not in {f["id"] for f in bob.http.get("/v1/files").json()["data"]}
-    # Bob cannot train on Alice's file either.
-    response = bob.submit(
-        {
-            "model": "tiny",
-            "training_file": train_file["id"],
-            "text_column": "sentence",
-            "label_column": "label",
-        }
+    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 1})
+    # Probed once the artifact exists, so the owner's 200 and Bob's 404 are both meaningful.
+    assert finish(alice, job.id).status == "succeeded"
+    artifact = f"/v1/jobs/{job.id}/artifacts/model.tar.gz"
+    paths = (
+        f"/v1/jobs/{job.id}",
+        f"/v1/files/{train_file.id}",
+        f"/v1/jobs/{job.id}/events",
+        f"/v1/jobs/{job.id}/checkpoints",
+        artifact,
     )
-    assert response.status_code == 422 and response.json()["error"]["param"] == "training_file"
+    for path in paths:
+        assert alice.http.get(path).status_code == 200, path
+        assert bob.http.get(path).status_code == 404, path
+    assert bob.http.post(f"/v1/jobs/{job.id}/cancel").status_code == 404
+    assert bob.http.delete(f"/v1/files/{train_file.id}").status_code == 404
+    assert job.id not in {j.id for j in bob.jobs(limit=100).data}
+    assert train_file.id not in {f.id for f in bob.files()}
+    # Bob cannot train on Alice's file either.
+    with pytest.raises(Invalid) as refused:
+        bob.submit(tiny_job_body(train_file.id))
+    assert refused.value.param == "training_file"
+    anonymous = tenant_client(service, None)
     for headers in (
         {},
         {"Authorization": "Bearer wrong"},
         {"Authorization": KEYS["alice"]},
         {"Authorization": "Basic " + KEYS["alice"]},
     ):
-        response = Client(service.url).http.get("/v1/jobs", headers=headers)
+        response = anonymous.http.get("/v1/jobs", headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
-    alice.wait_for(job["id"], {"succeeded"})
+    with pytest.raises(Unauthorized):
+        anonymous.jobs()
 
 
 def test_failed_training_shows_failed_with_its_error(
-    alice: Client, train_file: dict[str, Any], models_dir: Path
+    alice: Client, train_file: FileObject, models_dir: Path
 ) -> None:
     # The API sees a model folder with a config; only loading its weights shows they are bad.
     broken = models_dir / "broken"
@@ -246,60 +230,58 @@ def test_failed_training_shows_failed_with_its_error(
     for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
         (broken / name).write_bytes((models_dir / "tiny" / name).read_bytes())
     (broken / "tf_model.h5").write_bytes(b"not an HDF5 file")
-    job = submit_job(alice, train_file["id"], model="broken")
-    done = alice.wait_for(job["id"], {"succeeded", "failed"})
-    assert done["status"] == "failed"
-    assert done["error"]["code"] == "model_not_found"
-    assert "could not load model 'broken'" in done["error"]["message"]
-    assert alice.events(job["id"])[-1]["type"] == "error"
-    assert done["artifacts"] == {}
+    job = submit_tiny(alice, train_file.id, model="broken")
+    done = finish(alice, job.id)
+    assert done.status == "failed" and done.error
+    assert done.error.code == "model_not_found"
+    assert "could not load model 'broken'" in done.error.message
+    assert alice.events(job.id)[-1].type == "error"
+    assert done.artifacts == {}
 
 
-def test_concurrent_submissions_all_finish(alice: Client, train_file: dict[str, Any]) -> None:
+def test_concurrent_submissions_all_finish(alice: Client, train_file: FileObject) -> None:
     with ThreadPoolExecutor(6) as pool:
         jobs = list(
             pool.map(
-                lambda i: submit_job(
-                    alice, train_file["id"], hyperparameters={"epochs": 1, "seed": i}
+                lambda i: submit_tiny(
+                    alice, train_file.id, hyperparameters={"epochs": 1, "seed": i}
                 ),
                 range(6),
             )
         )
-    assert len({j["id"] for j in jobs}) == 6
+    assert len({j.id for j in jobs}) == 6
     for job in jobs:
-        assert alice.wait_for(job["id"], {"succeeded", "failed"}, timeout=240)["status"] == (
-            "succeeded"
-        )
-    listed = alice.http.get("/v1/jobs", params={"limit": 3}).json()
-    assert len(listed["data"]) == 3 and listed["has_more"]
-    newer_first = [j["created_at"] for j in listed["data"]]
+        assert finish(alice, job.id, timeout=240).status == "succeeded"
+    listed = alice.jobs(limit=3)
+    assert len(listed.data) == 3 and listed.has_more
+    newer_first = [j.created_at for j in listed.data]
     assert newer_first == sorted(newer_first, reverse=True)
-    page2 = alice.http.get("/v1/jobs", params={"limit": 3, "after": listed["data"][-1]["id"]})
-    assert not {j["id"] for j in page2.json()["data"]} & {j["id"] for j in listed["data"]}
-    only = alice.http.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()
-    assert all(j["status"] == "succeeded" for j in only["data"])
+    page2 = alice.jobs(limit=3, after=listed.data[-1].id)
+    assert not {j.id for j in page2.data} & {j.id for j in listed.data}
+    only = alice.jobs(status="succeeded", limit=100)
+    assert only.data and all(j.status == "succeeded" for j in only.data)
 
 
 def test_health_reports_redis_and_workers(service: Service) -> None:
-    body = Client(service.url).http.get("/healthz").json()
+    body = tenant_client(service, None).health()
     assert body["redis"] == "ok" and body["workers"] >= 1 and body["status"] == "ok"
 
 
 def test_the_api_never_imports_tensorflow(
-    service: Service, train_file: dict[str, Any], tmp_path: Path
+    service: Service, train_file: FileObject, tmp_path: Path
 ) -> None:
     """Build the app and serve every kind of request in a fresh interpreter."""
     script = f"""
 import sys
 from fastapi.testclient import TestClient
-from app.main import create_app
-import app.cli, app.routes.jobs, app.routes.files
+from app.api.main import create_app
+import app.api.routes.jobs, app.api.routes.files
 with TestClient(create_app()) as client:
     headers = {{"Authorization": "Bearer {KEYS["alice"]}"}}
     assert client.get("/v1/jobs", headers=headers).status_code == 200
-    assert client.get("/v1/files/{train_file["id"]}", headers=headers).status_code == 200
+    assert client.get("/v1/files/{train_file.id}", headers=headers).status_code == 200
     r = client.post("/v1/jobs", headers=headers, json={{"model": "tiny",
-        "training_file": "{train_file["id"]}", "text_column": "sentence",
+        "training_file": "{train_file.id}", "text_column": "sentence",
         "label_column": "label", "hyperparameters": {{"epochs": 1}}}})
     assert r.status_code == 201, r.text
     client.post("/v1/jobs/" + r.json()["id"] + "/cancel", headers=headers)
@@ -322,29 +304,30 @@ assert not loaded, loaded
 
 
 def test_uploads_are_checked_before_they_are_listed(alice: Client, tmp_path: Path) -> None:
-    before = {f["id"] for f in alice.http.get("/v1/files").json()["data"]}
+    before = {f.id for f in alice.files()}
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(b"sentence,label\ncaf\xe9 au lait,1\n")
-    response = alice.upload(latin1)
-    assert response.status_code == 422 and "not UTF-8" in response.json()["error"]["message"]
+    with pytest.raises(Invalid, match="not UTF-8"):
+        alice.upload(latin1)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("sentence,label\nfine,1\nbad,0,extra\n")
-    assert "ragged" in alice.upload(ragged).json()["error"]["message"]
-    response = alice.upload(write_csv(tmp_path / "x.txt", ["a"], [("b",)]))
-    assert response.status_code == 422 and response.json()["error"]["param"] == "file"
+    with pytest.raises(Invalid, match="ragged"):
+        alice.upload(ragged)
+    with pytest.raises(Invalid) as refused:
+        alice.upload(write_csv(tmp_path / "x.txt", ["a"], [("b",)]))
+    assert refused.value.param == "file"
     response = alice.http.post("/v1/files", data={"other": "field"})
     assert response.status_code == 422 and response.json()["error"]["param"] == "file"
-    after = {f["id"] for f in alice.http.get("/v1/files").json()["data"]}
-    assert after == before
+    assert {f.id for f in alice.files()} == before
 
 
 def test_upload_limit_is_enforced_while_streaming(alice: Client, tmp_path: Path) -> None:
     # The service under test allows 2,000,000 bytes.
     big = tmp_path / "big.csv"
     big.write_text("sentence,label\n" + "a fine sentence,1\n" * 150_000)  # 2.7 MB
-    response = alice.upload(big)
-    assert response.status_code == 413
-    assert response.json()["error"]["code"] == "file_too_large"
+    with pytest.raises(TooLarge) as refused:
+        alice.upload(big)
+    assert refused.value.code == "file_too_large"
 
     def chunked() -> Any:  # no Content-Length: only counting while reading can stop it
         boundary = b"--xyz"
@@ -363,19 +346,19 @@ def test_upload_limit_is_enforced_while_streaming(alice: Client, tmp_path: Path)
 
 
 def test_delete_file_keeps_queued_jobs_working(alice: Client, data_dir: Path) -> None:
-    upload = alice.upload(data_dir / "train.csv").json()
-    job = submit_job(alice, upload["id"], hyperparameters={"epochs": 1})
-    deleted = alice.http.delete(f"/v1/files/{upload['id']}")
-    assert deleted.status_code == 200
-    assert alice.http.get(f"/v1/files/{upload['id']}").status_code == 404
-    assert alice.wait_for(job["id"], {"succeeded", "failed"})["status"] == "succeeded"
+    upload = alice.upload(data_dir / "train.csv")
+    job = submit_tiny(alice, upload.id, hyperparameters={"epochs": 1})
+    assert alice.delete_file(upload.id).id == upload.id
+    with pytest.raises(NotFound):
+        alice.file(upload.id)
+    assert finish(alice, job.id).status == "succeeded"
 
 
-def test_prometheus_metrics(alice: Client, service: Service, train_file: dict[str, Any]) -> None:
-    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
-    alice.wait_for(job["id"], {"succeeded"})
-    alice.job(job["id"])
-    text = Client(service.url).http.get("/metrics").text
+def test_prometheus_metrics(alice: Client, service: Service, train_file: FileObject) -> None:
+    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 1})
+    finish(alice, job.id)
+    alice.job(job.id)
+    text = tenant_client(service, None).http.get("/metrics").text
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -392,29 +375,29 @@ def test_prometheus_metrics(alice: Client, service: Service, train_file: dict[st
     )
 
 
-def test_hostile_ids_and_names_answer_404(alice: Client, train_file: dict[str, Any]) -> None:
-    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
+def test_hostile_ids_and_names_answer_404(alice: Client, train_file: FileObject) -> None:
+    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 1})
     for path in (
-        f"/v1/jobs/{job['id']}/artifacts/..%2F..%2Fjob.json",
-        f"/v1/jobs/{job['id']}/artifacts/model.tar.gz%00.txt",
+        f"/v1/jobs/{job.id}/artifacts/..%2F..%2Fjob.json",
+        f"/v1/jobs/{job.id}/artifacts/model.tar.gz%00.txt",
         "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
         "/v1/files/..%2Fsecret",
         "/v1/jobs/job_../events",
-        f"/v1/files/{train_file['id']}..%2F",
+        f"/v1/files/{train_file.id}..%2F",
     ):
         assert alice.http.get(path, follow_redirects=True).status_code == 404, path
-    alice.wait_for(job["id"], {"succeeded"})
+    finish(alice, job.id)
 
 
 def test_every_endpoint_refuses_missing_wrong_and_malformed_keys(
-    service: Service, train_file: dict[str, Any]
+    service: Service, train_file: FileObject
 ) -> None:
     job_id = "job_" + "1" * 32
     endpoints = [
         ("GET", "/v1/files"),
         ("POST", "/v1/files"),
-        ("GET", f"/v1/files/{train_file['id']}"),
-        ("DELETE", f"/v1/files/{train_file['id']}"),
+        ("GET", f"/v1/files/{train_file.id}"),
+        ("DELETE", f"/v1/files/{train_file.id}"),
         ("GET", "/v1/jobs"),
         ("POST", "/v1/jobs"),
         ("GET", f"/v1/jobs/{job_id}"),
@@ -424,7 +407,7 @@ def test_every_endpoint_refuses_missing_wrong_and_malformed_keys(
         ("GET", f"/v1/jobs/{job_id}/artifacts/model.tar.gz"),
         ("GET", "/v1/models"),
     ]
-    anonymous = Client(service.url).http
+    anonymous = tenant_client(service, None).http
     for headers in (
         {},
         {"Authorization": "Bearer"},
@@ -435,36 +418,41 @@ def test_every_endpoint_refuses_missing_wrong_and_malformed_keys(
         for method, path in endpoints:
             response = anonymous.request(method, path, headers=headers)
             assert response.status_code == 401, (method, path, headers, response.text)
-    assert Client(service.url, KEYS["alice"]).http.get(f"/v1/files/{train_file['id']}").is_success
+    assert tenant_client(service, "alice").http.get(f"/v1/files/{train_file.id}").is_success
 
 
 def test_odd_but_valid_and_invalid_uploads(alice: Client, tmp_path: Path) -> None:
     huge_line = tmp_path / "huge.csv"
     huge_line.write_text("sentence,label\n" + "word " * 200_000 + ",1\nshort,0\n")  # 1 MB row
-    response = alice.upload(huge_line)
-    assert response.status_code == 201 and response.json()["rows"] == 2
-    same = alice.submit(
-        {
-            "model": "tiny",
-            "training_file": response.json()["id"],
-            "validation_file": response.json()["id"],
-            "text_column": "sentence",
-        }
-    )
-    assert same.status_code == 422 and "validation_file is the training file" in same.text
+    uploaded = alice.upload(huge_line)
+    assert uploaded.rows == 2
+    with pytest.raises(Invalid, match="validation_file is the training file"):
+        alice.submit(
+            model="tiny",
+            training_file=uploaded.id,
+            validation_file=uploaded.id,
+            text_column="sentence",
+        )
     binary = tmp_path / "random.csv"
     binary.write_bytes(bytes(range(256)) * 20)
-    assert alice.upload(binary).status_code == 422
+    with pytest.raises(Invalid):
+        alice.upload(binary)
 
 
 def test_worker_logs_are_json_with_the_job_id(
-    alice: Client, service: Service, train_file: dict[str, Any]
+    alice: Client, service: Service, train_file: FileObject
 ) -> None:
-    job = submit_job(alice, train_file["id"], hyperparameters={"epochs": 1})
-    alice.wait_for(job["id"], {"succeeded"})
+    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 1})
+    assert finish(alice, job.id).status == "succeeded"
     lines = (service.log_dir / "worker-main.log").read_text().splitlines()
     entries = [json.loads(line) for line in lines if line.startswith("{")]
-    ours = [e for e in entries if job["id"] in e.get("message", "") or e.get("job_id") == job["id"]]
+    # The job's span in the log: from the first line that names it to the last. One worker runs
+    # one job at a time, so every line of ours in between was logged while running this job.
+    naming = [i for i, e in enumerate(entries) if job.id in e.get("message", "")]
+    assert naming, "no log line names the job"
+    span = entries[naming[0] : naming[-1] + 1]
+    ours = [e for e in span if e["logger"].startswith("finetune")]
     assert len(ours) >= 10
-    assert all(e.get("job_id") == job["id"] for e in ours if e["logger"].startswith("finetune"))
+    missing = [e["message"] for e in ours if e.get("job_id") != job.id]
+    assert not missing, missing
     assert any(e["message"].startswith("epoch 1/1 started") for e in ours)

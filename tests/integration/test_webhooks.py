@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,8 +14,11 @@ from typing import Any
 
 import pytest
 
+from app.core.schemas import JobStatus
+from finetune import Client
 from tests.conftest import WEBHOOK_SECRET
-from tests.harness import Client, free_port, wait_until
+from tests.support.harness import free_port, wait_until
+from tests.support.jobs import submit_tiny
 
 
 class Receiver:
@@ -52,21 +56,14 @@ def receiver() -> Iterator[Receiver]:
 def test_webhook_is_signed_retried_and_sent_once(
     alice: Client, data_dir: Path, receiver: Receiver
 ) -> None:
-    file_id = alice.upload(data_dir / "train.csv").json()["id"]
-    job = alice.submit(
-        {
-            "model": "tiny",
-            "training_file": file_id,
-            "text_column": "sentence",
-            "label_column": "label",
-            "webhook_url": receiver.url,
-            "hyperparameters": {"epochs": 1},
-        }
-    ).json()
-    alice.wait_for(job["id"], {"succeeded"})
+    file_id = alice.upload(data_dir / "train.csv").id
+    job = submit_tiny(alice, file_id, webhook_url=receiver.url, hyperparameters={"epochs": 1})
+    alice.wait(job.id, until={JobStatus.succeeded}, timeout=180, interval=0.2)
     wait_until(lambda: any(status == 200 for status, _, _ in receiver.calls), 30, "delivery")
-    calls = [c for c in receiver.calls if json.loads(c[2])["job"]["id"] == job["id"]]
-    assert [status for status, _, _ in calls] == [500, 200]  # retried after the failure
+    # Absence needs a window: longer than the next retry delays (1, 2, 4 s) would be.
+    time.sleep(5)
+    calls = [c for c in receiver.calls if json.loads(c[2])["job"]["id"] == job.id]
+    assert [status for status, _, _ in calls] == [500, 200]  # retried once, then never again
     _, headers, body = calls[-1]
     expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-Finetune-Signature"], expected)
@@ -77,16 +74,10 @@ def test_webhook_is_signed_retried_and_sent_once(
 def test_webhook_for_a_cancelled_queued_job(
     alice: Client, data_dir: Path, receiver: Receiver
 ) -> None:
-    file_id = alice.upload(data_dir / "train.csv").json()["id"]
-    body = {
-        "model": "tiny",
-        "training_file": file_id,
-        "text_column": "sentence",
-        "label_column": "label",
-    }
-    blocker = alice.submit({**body, "hyperparameters": {"epochs": 40}}).json()
-    queued = alice.submit({**body, "webhook_url": receiver.url}).json()
-    alice.http.post(f"/v1/jobs/{queued['id']}/cancel")
-    alice.http.post(f"/v1/jobs/{blocker['id']}/cancel")
+    file_id = alice.upload(data_dir / "train.csv").id
+    blocker = submit_tiny(alice, file_id, hyperparameters={"epochs": 40})
+    queued = submit_tiny(alice, file_id, webhook_url=receiver.url)
+    alice.cancel(queued.id)
+    alice.cancel(blocker.id)
     wait_until(lambda: any(s == 200 for s, _, _ in receiver.calls), 30, "delivery")
     assert json.loads(receiver.calls[-1][2])["type"] == "job.cancelled"

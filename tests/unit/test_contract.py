@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.catalog import UnknownModel, resolve_model
-from app.labels import LabelProblem, class_names, task_for_dtype
-from app.schemas import Hyperparameters, JobCreate
-from app.settings import Settings, parse_api_keys
+from app.core.catalog import UnknownModel, resolve_model
+from app.core.labels import LabelProblem, class_names, task_for_dtype
+from app.core.schemas import Hyperparameters, JobCreate
+from app.core.settings import Settings, parse_api_keys
 
 
 def test_hyperparameter_defaults_match_the_documented_recipe() -> None:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.datafiles import DataFileProblem, format_for, inspect_file, label_summary
+from app.api.datafiles import DataFileProblem, format_for, inspect_file, label_summary
 
 
 def write(tmp_path: Path, name: str, content: bytes) -> Path:

@@ -11,8 +11,14 @@ from typing import Any
 import datasets
 from datasets import ClassLabel, Dataset
 
-from app.labels import LabelProblem, Task, check_regression_targets, class_names, task_for_dtype
-from app.schemas import HubDataset, JobSpec
+from app.core.labels import (
+    LabelProblem,
+    Task,
+    check_regression_targets,
+    class_names,
+    task_for_dtype,
+)
+from app.core.schemas import HubDataset, JobSpec
 from worker.errors import DataNotFound, InvalidInput
 
 FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}

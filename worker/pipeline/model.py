@@ -18,7 +18,7 @@ from transformers import (
     TFPreTrainedModel,
 )
 
-from app.catalog import ModelRef, UnknownModel, resolve_model
+from app.core.catalog import ModelRef, UnknownModel, resolve_model
 from worker import cache
 from worker.errors import ModelNotFound
 from worker.pipeline.data import LabelInfo

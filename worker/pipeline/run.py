@@ -14,9 +14,9 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from app.catalog import ModelRef
-from app.schemas import HubDataset, JobSpec
-from app.settings import Precision, Settings
+from app.core.catalog import ModelRef
+from app.core.schemas import HubDataset, JobSpec
+from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
 from worker.pipeline.data import file_fingerprint, load_splits

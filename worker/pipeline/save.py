@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
-from app.layout import write_atomically
+from app.core.layout import write_atomically
 from worker.errors import StorageError
 
 METRICS_FILE = "metrics.json"

@@ -17,7 +17,7 @@ import tensorflow as tf
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
-from app.schemas import MINIMISED_METRICS, Hyperparameters
+from app.core.schemas import MINIMISED_METRICS, Hyperparameters
 from worker.callbacks import (
     PeriodicCheckpoint,
     ProgressCallback,

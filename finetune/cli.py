@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,28 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
-from app.client_cli import register as register_client_commands
-from app.settings import get_settings
+from app.core.settings import get_settings
+from finetune.commands import register as register_client_commands
+from finetune.processes import api_command, redis_answers, worker_command
 
 cli = typer.Typer(help="Fine-tune Hugging Face models with TensorFlow/Keras.", no_args_is_help=True)
 console = Console(stderr=True)
+
+
+@cli.callback()
+def main_options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="show TensorFlow's, transformers' and Celery's own output"
+        ),
+    ] = False,
+) -> None:
+    """Quiet by default: only this service's own lines (FINETUNE_LOG_LEVEL=DEBUG = --verbose)."""
+    if verbose:
+        # Before anything reads the settings; processes started from here inherit it.
+        os.environ["FINETUNE_LOG_LEVEL"] = "DEBUG"
+        get_settings.cache_clear()
 
 
 @cli.command()
@@ -40,7 +56,7 @@ def train(
     """Run one job in this process and write the trained model folder (resumes if stopped)."""
     from pydantic import ValidationError
 
-    from app.schemas import JobSpec
+    from app.core.schemas import JobSpec
 
     try:
         spec = JobSpec.model_validate_json(spec_file.read_text())
@@ -49,7 +65,9 @@ def train(
         raise typer.Exit(2) from exc
     spec = _resolve_relative_paths(spec, spec_file.parent)
 
-    import worker  # noqa: F401  (Keras 2 switch before TensorFlow loads)
+    from worker.quiet import start_tensorflow  # the Keras 2 switch before TensorFlow loads
+
+    start_tensorflow()
     from worker.errors import JobError, StopRequested
     from worker.pipeline.run import PipelineOptions, run_pipeline
     from worker.progress import ConsoleReporter
@@ -80,51 +98,12 @@ def _resolve_relative_paths(spec: Any, base: Path) -> Any:
     return spec.model_copy(update=updates) if updates else spec
 
 
-def api_command(host: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-
-
 @cli.command()
 def serve() -> None:
     """The HTTP API (uvicorn) on FINETUNE_HOST:FINETUNE_PORT."""
     settings = get_settings()
     command = api_command(settings.host, settings.port)
     os.execvp(command[0], command)
-
-
-def worker_command(name: str, queue: str, log_level: str = "INFO") -> list[str]:
-    """One Celery worker process: one job at a time, TensorFlow only in its pool process."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--loglevel",
-        log_level,
-        "--concurrency",
-        "1",
-        "--pool",
-        "prefork",
-        "-Q",
-        queue,
-        "--hostname",
-        f"{name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
 
 
 @cli.command("worker")
@@ -135,15 +114,6 @@ def run_worker(name: Annotated[str | None, typer.Option(help="unique worker name
         name or f"worker-{os.getpid()}", settings.queue_name, settings.log_level
     )
     os.execvp(command[0], command)
-
-
-def redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @cli.command()

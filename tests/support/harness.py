@@ -1,4 +1,4 @@
-"""Real processes for tests and bench scripts: redis-server, the API (uvicorn), Celery workers.
+"""Real processes for tests and benchmarks: redis-server, the API (uvicorn), Celery workers.
 
 Everything listens on loopback, on free ports, and is stopped by the caller (or at exit).
 """
@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from app.cli import api_command, worker_command
+from finetune.processes import api_command, worker_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def exit_cleanly_on_sigterm() -> None:
@@ -134,8 +134,18 @@ class Service:
         )
         self.workers.append(process)
         if wait:
-            wait_until(lambda: self.worker_count() >= 1, 60, "a worker heartbeat")
+            # This worker's own heartbeat: another live worker must not satisfy the wait.
+            wait_until(
+                lambda: any(n.startswith(name + "@") for n in self.worker_names()),
+                90,
+                f"worker {name}'s heartbeat",
+            )
         return process
+
+    def worker_names(self) -> list[str]:
+        from app.core.store import Store, connect
+
+        return Store(connect(self.env["FINETUNE_REDIS_URL"])).live_workers()
 
     def worker_count(self) -> int:
         return int(httpx.get(self.url + "/healthz", timeout=2).json().get("workers") or 0)
@@ -177,41 +187,3 @@ def service_env(
     )
     env.update(extra)
     return env
-
-
-class Client:
-    """A thin HTTP client for tests: JSON in, JSON out, with the tenant's key."""
-
-    def __init__(self, base_url: str, key: str | None = None) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
-
-    def upload(self, path: Path, name: str | None = None) -> httpx.Response:
-        with path.open("rb") as handle:
-            return self.http.post("/v1/files", files={"file": (name or path.name, handle)})
-
-    def submit(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
-        return self.http.post("/v1/jobs", json=body, **kwargs)
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/v1/jobs/{job_id}")
-        response.raise_for_status()
-        return response.json()
-
-    def wait_for(self, job_id: str, statuses: set[str], timeout: float = 180) -> dict[str, Any]:
-        return wait_until(
-            lambda: (job := self.job(job_id))["status"] in statuses and job,
-            timeout,
-            f"job {job_id} to reach {statuses}",
-            interval=0.2,
-        )
-
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        out, after = [], None
-        while True:
-            params = {"limit": 1000, **({"after": after} if after else {})}
-            page = self.http.get(f"/v1/jobs/{job_id}/events", params=params).json()
-            out += page["data"]
-            if not page["has_more"]:
-                return out
-            after = page["data"][-1]["id"]

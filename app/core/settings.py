@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,14 +16,20 @@ Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 log = logging.getLogger(__name__)
 
 
+def data_home() -> Path:
+    """The per-user data folder (~/.local/share/finetune on Linux): the default for storage
+    and models, so `finetune` finds the same jobs and models from whatever folder it runs in."""
+    return Path(platformdirs.user_data_dir("finetune", appauthor=False))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FINETUNE_", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Job files, checkpoints and artifacts: a local folder, or a shared mount in a cluster.
-    storage_dir: Path = Path("var/storage")
-    # Sub-folders are models by name; `make install` puts all-MiniLM-L6-v2 here.
-    models_dir: Path = Path("var/models")
+    storage_dir: Path = Field(default_factory=lambda: data_home() / "storage")
+    # Sub-folders are models by name (besides the models installed as Python packages).
+    models_dir: Path = Field(default_factory=lambda: data_home() / "models")
     # "tenant:key,tenant:key"; empty means single-tenant with no auth (local use).
     api_keys: str = ""
     host: str = "127.0.0.1"
@@ -52,6 +59,13 @@ class Settings(BaseSettings):
     # Client side (the `finetune` commands that talk to a running service).
     url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
+
+    @field_validator("storage_dir", "models_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Relative paths are resolved once, against the folder the process starts in, so a
+        later change of directory cannot move them."""
+        return value.expanduser().absolute()
 
     @field_validator("api_keys")
     @classmethod

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.datafiles import STORED_SUFFIX, DataFileProblem, format_for, inspect_file
-from app.deps import SettingsDep, StoreDep, TenantDep
-from app.errors import ApiError, error_responses, invalid, not_found
-from app.layout import is_valid_id
-from app.limits import UploadTooLarge
-from app.schemas import FileList, FileObject
-from app.store import FileRecord, new_id, now
+from app.api.datafiles import STORED_SUFFIX, DataFileProblem, format_for, inspect_file
+from app.api.deps import SettingsDep, StoreDep, TenantDep
+from app.api.errors import ApiError, error_responses, invalid, not_found
+from app.api.limits import UploadTooLarge
+from app.core.layout import is_valid_id
+from app.core.schemas import FileList, FileObject
+from app.core.store import FileRecord, new_id, now
 
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 1 << 20

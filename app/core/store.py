@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from app.schemas import (
+from app.core.schemas import (
     TERMINAL_STATUSES,
     ErrorInfo,
     Event,

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.catalog import UnknownModel, resolve_model
-from app.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
-from app.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
-from app.errors import ApiError, error_responses, invalid, not_found
-from app.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
-from app.queue import dispatch, get_celery
-from app.schemas import (
+from app.api.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
+from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
+from app.api.errors import ApiError, error_responses, invalid, not_found
+from app.core.catalog import UnknownModel, resolve_model
+from app.core.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
+from app.core.queue import dispatch, get_celery
+from app.core.schemas import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     Checkpoint,
@@ -31,9 +31,9 @@ from app.schemas import (
     JobSpec,
     JobStatus,
 )
-from app.settings import Settings
-from app.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
-from app.webhooks import notify
+from app.core.settings import Settings
+from app.core.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
+from app.core.webhooks import notify
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 404, 409, 422, 429)

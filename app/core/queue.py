@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 RUN_JOB_TASK = "finetune.run_job"
 

@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.settings import get_settings
-from app.store import DURATION_BUCKETS, QUEUE_BUCKETS, Store
+from app.core.settings import get_settings
+from app.core.store import DURATION_BUCKETS, QUEUE_BUCKETS, Store
 
 registry = CollectorRegistry()
 REQUEST_SECONDS = Histogram(
@@ -61,7 +61,7 @@ def build_router() -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        from app.deps import get_store
+        from app.api.deps import get_store
 
         collector_registry = CollectorRegistry()
         collector_registry.register(JobCollector(get_store(), get_settings().queue_name))

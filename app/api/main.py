@@ -11,12 +11,12 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import metrics
-from app.errors import install_error_handlers
-from app.limits import UploadLimitMiddleware
-from app.logs import configure_logging
-from app.routes import files, health, jobs
-from app.settings import Settings, get_settings
+from app.api import metrics
+from app.api.errors import install_error_handlers
+from app.api.limits import UploadLimitMiddleware
+from app.api.routes import files, health, jobs
+from app.core.logs import configure_logging
+from app.core.settings import Settings, get_settings
 
 log = logging.getLogger("finetune.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.settings import Precision
+from app.core.settings import Precision
 
 CLASSIFICATION_METRICS = ("loss", "accuracy", "f1_macro", "matthews_correlation")
 REGRESSION_METRICS = ("loss", "mse", "pearson")

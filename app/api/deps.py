@@ -8,9 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from app.errors import ApiError
-from app.settings import Settings, get_settings
-from app.store import AsyncReader, Store, connect
+from app.api.errors import ApiError
+from app.core.settings import Settings, get_settings
+from app.core.store import AsyncReader, Store, connect
 
 DEFAULT_TENANT = "default"
 

@@ -17,7 +17,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from app.labels import LabelProblem, check_regression_targets, class_names, task_for_dtype
+from app.core.labels import LabelProblem, check_regression_targets, class_names, task_for_dtype
 
 Format = Literal["csv", "jsonl", "parquet"]
 SUFFIXES: dict[str, Format] = {

@@ -26,7 +26,7 @@ class ApiError(Exception):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route answers, all in the one error shape."""
-    from app.schemas import ErrorResponse
+    from app.core.schemas import ErrorResponse
 
     return {status: {"model": ErrorResponse} for status in statuses}
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from app.catalog import list_local_models
-from app.deps import SettingsDep, StoreDep, TenantDep
-from app.errors import error_responses
-from app.schemas import ModelInfo
+from app.api.deps import SettingsDep, StoreDep, TenantDep
+from app.api.errors import error_responses
+from app.core.catalog import list_local_models
+from app.core.schemas import ModelInfo
 
 router = APIRouter(tags=["service"])
 

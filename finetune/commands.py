@@ -1,0 +1,310 @@
+"""`finetune` commands that talk to a running service, through `finetune.Client`.
+
+API errors are shown as one line (the API's message and field), never a traceback; every read
+command has `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from app.core.schemas import Event, Job, JobStatus
+from finetune.client import Client, FinetuneError
+
+console = Console(stderr=True)
+out = Console()
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="service URL (FINETUNE_URL)")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", help="API key (FINETUNE_API_KEY)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the raw JSON")]
+EXIT_CODES = {JobStatus.succeeded: 0, JobStatus.failed: 1, JobStatus.cancelled: 3}
+# What a job is doing before its first training step, from its latest stage event.
+WATCHED_EVENTS = ("stage", "metric", "status", "error", "warning")
+
+
+def fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+@contextmanager
+def connect(url: str | None, api_key: str | None) -> Iterator[Client]:
+    """A client whose errors end the command with one line. Few retries: a person waits."""
+    try:
+        with Client(url, api_key, retries=3) as client:
+            yield client
+    except FinetuneError as exc:
+        fail(str(exc))
+
+
+def show(data: BaseModel | list[Any], as_json: bool) -> bool:
+    if as_json:
+        if isinstance(data, BaseModel):
+            out.print_json(data.model_dump_json())
+        else:
+            out.print_json(json.dumps([d.model_dump(mode="json") for d in data]))
+    return as_json
+
+
+def headline_metric(metrics: dict[str, float]) -> float | None:
+    for name in ("matthews_correlation", "accuracy", "pearson", "mse"):
+        if name in metrics:
+            return metrics[name]
+    return None
+
+
+def register(cli: typer.Typer) -> None:
+    @cli.command()
+    def upload(
+        file: Path, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
+    ) -> None:
+        """Upload a CSV, JSON Lines or Parquet dataset."""
+        if not file.is_file():
+            fail(f"no such file: {file}")
+        with connect(url, api_key) as client:
+            data = client.upload(file)
+        if not show(data, as_json):
+            out.print(
+                f"{data.id}  {data.filename}  {data.rows} rows  columns: {', '.join(data.columns)}"
+            )
+
+    @cli.command()
+    def submit(
+        model: Annotated[str, typer.Option(help="local model name or hub id")],
+        train: Annotated[str, typer.Option(help="a local file (uploaded for you) or a file id")],
+        validation: Annotated[str | None, typer.Option(help="file or file id")] = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        max_length: int | None = None,
+        seed: int | None = None,
+        precision: str | None = None,
+        watch: Annotated[bool, typer.Option("--watch", help="follow until it ends")] = False,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Submit a fine-tuning job."""
+        hyper = {
+            k: v
+            for k, v in {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "max_length": max_length,
+                "seed": seed,
+                "precision": precision,
+            }.items()
+            if v is not None
+        }
+        with connect(url, api_key) as client:
+            body: dict[str, Any] = {
+                "model": model,
+                "training_file": _file_id(client, train),
+                "text_column": text_column,
+                "label_column": label_column,
+                "hyperparameters": hyper,
+            }
+            if validation:
+                body["validation_file"] = _file_id(client, validation)
+            if text_pair_column:
+                body["text_pair_column"] = text_pair_column
+            job = client.submit(body)
+            if not show(job, as_json):
+                out.print(f"{job.id}  {job.status}")
+            if watch:
+                raise typer.Exit(_watch(client, job.id))
+
+    @cli.command("list")
+    def list_jobs(
+        status: JobStatus | None = None,
+        limit: int = 20,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Jobs, newest first."""
+        with connect(url, api_key) as client:
+            page = client.jobs(status=status, limit=limit)
+        if show(page, as_json):
+            return
+        table = Table("id", "status", "model", "progress", "created", "metric")
+        for job in page.data:
+            metric = headline_metric(job.metrics)
+            table.add_row(
+                job.id,
+                job.status,
+                job.model,
+                f"{job.progress.percent:.0f}%",
+                job.created_at.isoformat()[:19],
+                f"{metric:.4f}" if metric is not None else "",
+            )
+        out.print(table)
+
+    @cli.command()
+    def status(
+        job: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
+    ) -> None:
+        """One job: status, progress, metrics."""
+        with connect(url, api_key) as client:
+            data = client.job(job)
+        if show(data, as_json):
+            return
+        p = data.progress
+        out.print(
+            f"{data.id}  {data.status}  {data.model}  epoch {p.epoch}/{p.epochs}  "
+            f"step {p.step}/{p.total_steps} ({p.percent:.0f}%)"
+        )
+        if data.metrics:
+            out.print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in data.metrics.items()))
+        if data.error:
+            out.print(f"[red]error ({data.error.code}):[/red] {data.error.message}")
+
+    @cli.command()
+    def watch(job: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+        """Follow a job live; exits 0 succeeded, 1 failed, 3 cancelled."""
+        with connect(url, api_key) as client:
+            code = _watch(client, job)
+        raise typer.Exit(code)
+
+    @cli.command()
+    def events(
+        job: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
+    ) -> None:
+        """The job's event log."""
+        with connect(url, api_key) as client:
+            collected = client.events(job)
+        if not show(collected, as_json):
+            for event in collected:
+                out.print(f"{event.time.isoformat()[11:19]}  {event.type:<8} {event.message}")
+
+    @cli.command()
+    def cancel(
+        job: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
+    ) -> None:
+        """Cancel a queued or running job."""
+        with connect(url, api_key) as client:
+            data = client.cancel(job)
+        if not show(data, as_json):
+            out.print(f"{data.id}  {data.status}")
+
+    @cli.command()
+    def download(
+        job: str,
+        output: Annotated[Path | None, typer.Option(help="folder (default: ./JOB_ID)")] = None,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+    ) -> None:
+        """Download the trained model and unpack it."""
+        columns = (
+            TextColumn("downloading"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with connect(url, api_key) as client, Progress(*columns, console=console) as bar:
+            task = bar.add_task("download", total=None)
+            folder = client.download(
+                job,
+                output or Path(job),
+                on_bytes=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        out.print(f"model in {folder}")
+
+
+def _file_id(client: Client, value: str) -> str:
+    """A path that exists is uploaded; anything else is taken as a file id."""
+    path = Path(value)
+    if path.is_file():
+        uploaded = client.upload(path)
+        console.print(f"uploaded {path.name} as {uploaded.id}")
+        return uploaded.id
+    return value
+
+
+def describe(job: Job, stage: str | None) -> str:
+    """One line of what the job is doing: its stage until training reports, then numbers."""
+    p = job.progress
+    if job.status == JobStatus.queued:
+        return "waiting for a worker"
+    if p.total_steps == 0:
+        return stage or "starting"
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in job.metrics.items() if k != "loss")
+    parts = [f"epoch {p.epoch}/{p.epochs} step {p.step}/{p.total_steps}"]
+    if p.eta_seconds is not None:
+        parts.append(f"eta {p.eta_seconds:.0f} s")
+    if p.tokens_per_second:
+        parts.append(f"{p.tokens_per_second:,.0f} tok/s")
+    if p.loss is not None:
+        parts.append(f"loss {p.loss:.4f}")
+    if metrics:
+        parts.append(metrics)
+    return "  ".join(parts)
+
+
+def _watch(client: Client, job_id: str) -> int:
+    columns = (
+        TextColumn("{task.fields[state]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}% {task.fields[detail]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("job", total=100, state="queued", detail="")
+        follow = _Follower(client, job_id, bar.console.print)
+
+        def update(job: Job) -> None:
+            follow.new_events()
+            bar.update(
+                task,
+                completed=job.progress.percent,
+                state=str(job.status),
+                detail=describe(job, follow.stage),
+            )
+
+        job = client.wait(job_id, on_update=update)
+    if job.error:
+        console.print(f"[red]{job.error.code}:[/red] {job.error.message}")
+    sys.stdout.flush()
+    return EXIT_CODES.get(job.status, 1)
+
+
+class _Follower:
+    """Prints a job's new events as they come and remembers its latest stage."""
+
+    def __init__(self, client: Client, job_id: str, say: Callable[[str], None]) -> None:
+        self.client, self.job_id, self.say = client, job_id, say
+        self.after: str | None = None
+        self.stage: str | None = None
+
+    def new_events(self) -> None:
+        for event in self.client.iter_events(self.job_id, after=self.after):
+            self.after = event.id
+            self._show(event)
+
+    def _show(self, event: Event) -> None:
+        if event.type == "stage":
+            self.stage = event.message
+        if event.type in WATCHED_EVENTS:
+            self.say(f"[dim]{event.type}[/dim] {event.message}")
