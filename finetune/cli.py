@@ -73,7 +73,16 @@ def train(
     from worker.progress import ConsoleReporter
 
     options = PipelineOptions.from_settings(get_settings())
-    with ConsoleReporter(console, enabled=not quiet) as reporter:
+    stop = threading.Event()
+
+    def on_interrupt(*_: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, from the last checkpoint
+        stop.set()
+        console.print("[yellow]stopping after this step (Ctrl-C again to abort at once)[/yellow]")
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    with ConsoleReporter(console, enabled=not quiet, stop=stop) as reporter:
         try:
             metrics = run_pipeline(
                 spec, output, checkpoint_dir or output / "checkpoints", reporter, options

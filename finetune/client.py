@@ -181,7 +181,7 @@ class Client:
                     return min(max(float(asked), 0.0), self.max_backoff)
                 except ValueError:
                     pass
-        return min(self.backoff * 2**attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+        return min(self.backoff * 2.0**attempt, self.max_backoff) * random.uniform(0.5, 1.0)
 
     def request(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from app.core.layout import CHECKPOINT_STATE_SUFFIX, write_atomically
+from app.core.schemas import Evaluation
 from worker.errors import StorageError
 
 
@@ -25,7 +26,7 @@ class TrainState:
     epoch: int = 0  # the epoch in progress (0-based)
     step_in_epoch: int = 0  # batches of that epoch already trained on
     global_step: int = 0
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
     epoch_losses: list[float] = field(default_factory=list)
     best_value: float | None = None
     best_step: int | None = None
@@ -36,7 +37,13 @@ class TrainState:
     def from_json(cls, text: str) -> TrainState:
         raw = json.loads(text)
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        known["evaluations"] = [Evaluation.model_validate(e) for e in known.get("evaluations", [])]
         return cls(**known)
+
+    def to_json(self) -> str:
+        fields = asdict(self)
+        fields["evaluations"] = [e.model_dump() for e in self.evaluations]
+        return json.dumps(fields)
 
 
 def dropout_generators(model: tf.keras.Model) -> list[tf.random.Generator]:
@@ -75,9 +82,7 @@ class Checkpointer:
         state.saved_at = time.time()
         name = f"ckpt-{state.global_step}"
         try:
-            write_atomically(
-                self.directory / (name + CHECKPOINT_STATE_SUFFIX), json.dumps(asdict(state))
-            )
+            write_atomically(self.directory / (name + CHECKPOINT_STATE_SUFFIX), state.to_json())
             path = self.manager.save(checkpoint_number=state.global_step)
         except (OSError, tf.errors.OpError) as exc:
             raise StorageError(

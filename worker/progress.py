@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from rich.console import Console
@@ -14,13 +15,20 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from app.core.schemas import Evaluation
 from app.core.schemas import Progress as JobProgress
 from worker.reporter import StopSignal
 
 
 class ConsoleReporter:
-    def __init__(self, console: Console, enabled: bool = True) -> None:
+    """`stop` set (by the CLI's Ctrl-C handler) stops training at the next step, checkpointed
+    at that exact position, so the same command resumes where it stopped."""
+
+    def __init__(
+        self, console: Console, enabled: bool = True, stop: threading.Event | None = None
+    ) -> None:
         self.console = console
+        self.stop = stop or threading.Event()
         self.bar = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -65,9 +73,8 @@ class ConsoleReporter:
             speed=speed,
         )
 
-    def evaluation(self, record: dict[str, Any]) -> None:
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "step"))
-        self.console.print(f"[green]validation[/green] step {record['step']}: {summary}")
+    def evaluation(self, record: Evaluation) -> None:
+        self.console.print(f"[green]validation[/green] step {record.step}: {record.summary()}")
 
     def stop_requested(self) -> StopSignal:
-        return None
+        return "interrupt" if self.stop.is_set() else None

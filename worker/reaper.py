@@ -54,6 +54,9 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
             and record.dispatched_attempt < record.attempt
             and time.time() - record.queued_at > UNDISPATCHED_GRACE_SECONDS
         ):
+            log.warning(
+                "dispatching a job that was stored but never sent", extra={"job_id": job_id}
+            )
             dispatch(celery, settings.queue_name, job_id, record.attempt)
             store.mark_dispatched(job_id, record.attempt)
             dispatched += 1

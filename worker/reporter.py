@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any, Literal, Protocol
 
-from app.core.schemas import Progress
+from app.core.schemas import Evaluation, Progress
 
 StopSignal = Literal["cancel", "interrupt"] | None
 
@@ -22,8 +22,8 @@ class Reporter(Protocol):
 
     def progress(self, progress: Progress) -> None: ...
 
-    def evaluation(self, record: dict[str, Any]) -> None:
-        """One validation result: {"epoch", "step", "loss", ...metrics}."""
+    def evaluation(self, record: Evaluation) -> None:
+        """One validation result."""
 
     def stop_requested(self) -> StopSignal: ...
 
@@ -40,8 +40,8 @@ class LogReporter:
     def progress(self, progress: Progress) -> None:
         log.debug("progress", extra={"data": progress.model_dump()})
 
-    def evaluation(self, record: dict[str, Any]) -> None:
-        log.info("evaluation", extra={"data": record})
+    def evaluation(self, record: Evaluation) -> None:
+        log.info("evaluation", extra={"data": record.model_dump()})
 
     def stop_requested(self) -> StopSignal:
         return None

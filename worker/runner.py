@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from app.core.layout import checkpoint_dir, job_dir, output_dir
 from app.core.logs import current_job_id
-from app.core.schemas import ErrorInfo, JobStatus, Progress
+from app.core.schemas import ErrorInfo, Evaluation, JobStatus, Progress
 from app.core.settings import Settings, get_settings
 from app.core.store import Store, TenantAtLimit, TransitionRefused
 from app.core.webhooks import notify
@@ -89,10 +89,11 @@ class RedisReporter:
             **progress.model_dump(),
         )
 
-    def evaluation(self, record: dict[str, Any]) -> None:
+    def evaluation(self, record: Evaluation) -> None:
         self._best_effort(self.store.add_evaluation, self.job_id, record)
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "step"))
-        self.event("metric", f"validation at step {record['step']}: {summary}", **record)
+        self.event(
+            "metric", f"validation at step {record.step}: {record.summary()}", **record.model_dump()
+        )
 
     def stop_requested(self) -> StopSignal:
         if self.lease.lost.is_set():

@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from app.core.schemas import Progress
+from app.core.schemas import Evaluation, Progress
 from worker.reporter import Reporter, StopSignal
 
 
@@ -32,9 +32,9 @@ class TensorBoardReporter:
                 tf.summary.scalar("tokens_per_second", progress.tokens_per_second)
         self.inner.progress(progress)
 
-    def evaluation(self, record: dict[str, Any]) -> None:
-        with self.validation.as_default(step=int(record["step"])):
-            for name, value in record.items():
+    def evaluation(self, record: Evaluation) -> None:
+        with self.validation.as_default(step=record.step):
+            for name, value in record.metrics.items():
                 if name not in ("epoch", "step"):
                     tf.summary.scalar(name, float(value))
         self.validation.flush()

@@ -6,7 +6,8 @@ import hmac
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import ApiError
 from app.core.settings import Settings, get_settings
@@ -48,12 +49,19 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
+# Declares the scheme in OpenAPI (the docs' "Authorize" button, generated clients' token);
+# the header itself is read below, to tell a missing key from a malformed one.
+bearer_scheme = HTTPBearer(auto_error=False, description="an API key from FINETUNE_API_KEYS")
+
+
 async def get_tenant(
     settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> str:
     """The caller's tenant from `Authorization: Bearer KEY`; every key is compared in constant
     time. With no keys configured the service is single-tenant and open (local use)."""
+    authorization = request.headers.get("authorization")
     keys = settings.tenants_by_key
     if not keys:
         return DEFAULT_TENANT

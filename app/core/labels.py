@@ -44,7 +44,8 @@ def class_names(values: Iterable[object], max_labels: int) -> list[str]:
         )
     if len(distinct) > max_labels:
         raise LabelProblem(f"{len(distinct)} distinct labels is more than the limit {max_labels}")
-    return [str(v) for v in sorted(distinct)]
+    # One kind (checked above), so the values compare with each other.
+    return [str(v) for v in sorted(distinct, key=lambda v: v)]  # type: ignore[arg-type,return-value]
 
 
 def check_regression_targets(values: Iterable[object]) -> None:

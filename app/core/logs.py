@@ -18,6 +18,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which process of a worker (the pool child is recycled)
         }
         job_id = getattr(record, "job_id", None) or current_job_id.get()
         if job_id:

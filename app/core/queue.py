@@ -28,6 +28,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_max_tasks_per_child=settings.worker_max_jobs_per_process,
+        # A new pool process imports TensorFlow and transformers before it says it is up: 3-5 s
+        # on an idle machine, over 10 s on a busy one. Celery's default (4 s) kills such a child
+        # and starts another that fares no better, forever (seen under test load); a child that
+        # really hangs is still replaced, after a minute.
+        worker_proc_alive_timeout=60.0,
         # Must stay off: a Redis blip would otherwise abort training in progress.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,

@@ -166,6 +166,30 @@ class Progress(BaseModel):
     loss: float | None = None
 
 
+class Evaluation(BaseModel):
+    """One validation result: where in training it was taken, and each metric's value.
+
+    On the wire it stays one flat object (`{"epoch", "step", "loss", "accuracy", ...}`), as the
+    dashboard and `history.json` read it; `metrics` gives the values without the position, so
+    no caller filters "epoch" and "step" out by hand."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: float
+    step: int
+
+    @classmethod
+    def at(cls, epoch: float, step: int, metrics: dict[str, float]) -> Evaluation:
+        return cls(epoch=epoch, step=step, **metrics)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {name: float(value) for name, value in (self.model_extra or {}).items()}
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {value:.4f}" for name, value in self.metrics.items())
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str
@@ -191,7 +215,7 @@ class Job(BaseModel):
     attempt: int = 0
     progress: Progress = Field(default_factory=Progress)
     metrics: dict[str, float] = Field(default_factory=dict)
-    history: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[Evaluation] = Field(default_factory=list)
     error: ErrorInfo | None = None
     artifacts: dict[str, str] = Field(default_factory=dict)
 

@@ -28,6 +28,7 @@ from redis.retry import Retry
 from app.core.schemas import (
     TERMINAL_STATUSES,
     ErrorInfo,
+    Evaluation,
     Event,
     FileObject,
     Job,
@@ -339,7 +340,10 @@ class Store:
                 self._observe(pipe, "queue_seconds", queued_for, QUEUE_BUCKETS)
             return updated
 
-        return self.r.transaction(attempt, job_key, lease_key, value_from_callable=True)
+        updated: JobRecord = self.r.transaction(
+            attempt, job_key, lease_key, value_from_callable=True
+        )
+        return updated
 
     # -- operator statistics (kept in Redis so every process sees the same numbers) ------------
     STATS_TERMINAL = f"{PREFIX}:stats:terminal"
@@ -581,15 +585,14 @@ class Store:
     def set_progress(self, job_id: str, progress: Progress) -> None:
         self.r.set(self._progress(job_id), progress.model_dump_json(), ex=30 * 24 * 3600)
 
-    def add_evaluation(self, job_id: str, record: dict[str, Any]) -> None:
+    def add_evaluation(self, job_id: str, record: Evaluation) -> None:
         """Evaluations are keyed by step, so one repeated after a resume replaces, not adds."""
         key = self._history(job_id)
         existing = self.r.lrange(key, 0, -1)
-        kept = [h for h in existing if json.loads(h).get("step") != record.get("step")]
+        kept = [h for h in existing if Evaluation.model_validate_json(h).step != record.step]
         with self.r.pipeline() as pipe:
             pipe.delete(key)
-            if kept or record:
-                pipe.rpush(key, *kept, json.dumps(record))
+            pipe.rpush(key, *kept, record.model_dump_json())
             pipe.execute()
 
     def add_event(self, job_id: str, type: str, message: str, **data: Any) -> str:
@@ -599,7 +602,10 @@ class Store:
             "time": now().isoformat(),
             "data": json.dumps(data, default=str),
         }
-        return self.r.xadd(self._events(job_id), fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        event_id: str = self.r.xadd(
+            self._events(job_id), fields, maxlen=EVENTS_MAXLEN, approximate=True
+        )
+        return event_id
 
     def events(self, job_id: str, after: str | None, limit: int) -> tuple[list[Event], bool]:
         start = f"({after}" if after else "-"
@@ -642,11 +648,9 @@ def public_job(
     history_raw: list[str],
     artifact_url: Callable[[str], str],
 ) -> Job:
-    history = [json.loads(h) for h in history_raw]
+    history = [Evaluation.model_validate_json(h) for h in history_raw]
     req = record.request
-    metrics = record.metrics or (
-        {k: v for k, v in history[-1].items() if k not in ("epoch", "step")} if history else {}
-    )
+    metrics = record.metrics or (history[-1].metrics if history else {})
     return Job(
         id=record.id,
         status=record.status,

@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 
+from app.core.schemas import JobStatus
+from finetune import Client
 from tests.conftest import ARTIFACTS, KEYS
-from tests.support.harness import Client, Service
+from tests.support.harness import Service
+from tests.support.jobs import submit_tiny
+
+DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -46,19 +51,10 @@ def test_dashboard_shows_a_finished_job_with_its_charts(
     page: Any, alice: Client, service: Service, data_dir: Path, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    file_id = alice.upload(data_dir / "train.csv").json()["id"]
-    job = alice.submit(
-        {
-            "model": "tiny",
-            "training_file": file_id,
-            "text_column": "sentence",
-            "label_column": "label",
-            "hyperparameters": {"epochs": 2, "learning_rate": 0.005, "log_every_steps": 2},
-        }
-    ).json()
-    alice.wait_for(job["id"], {"succeeded"})
+    job = submit_tiny(alice, alice.upload(data_dir / "train.csv").id)
+    assert alice.wait(job.id, until=DONE, timeout=180, interval=0.2).status == "succeeded"
 
-    page.goto(f"{service.url}/#/jobs/{job['id']}")
+    page.goto(f"{service.url}/#/jobs/{job.id}")
     page.wait_for_function(
         "() => document.getElementById('job-status').textContent === 'succeeded'"
     )
@@ -82,27 +78,20 @@ def test_dashboard_shows_a_finished_job_with_its_charts(
 def test_dashboard_cancel_button_and_job_list(
     page: Any, alice: Client, service: Service, data_dir: Path
 ) -> None:
-    file_id = alice.upload(data_dir / "train.csv").json()["id"]
-    job = alice.submit(
-        {
-            "model": "tiny",
-            "training_file": file_id,
-            "text_column": "sentence",
-            "label_column": "label",
-            "hyperparameters": {"epochs": 60},
-        }
-    ).json()
-    page.goto(f"{service.url}/#/jobs/{job['id']}")
+    job = submit_tiny(
+        alice, alice.upload(data_dir / "train.csv").id, hyperparameters={"epochs": 60}
+    )
+    page.goto(f"{service.url}/#/jobs/{job.id}")
     page.wait_for_selector("#cancel:not([disabled])")
     page.click("#cancel")
     page.wait_for_function(
         "() => ['cancelling', 'cancelled'].includes("
         "document.getElementById('job-status').textContent)"
     )
-    alice.wait_for(job["id"], {"cancelled"}, timeout=60)
+    assert alice.wait(job.id, until=DONE, timeout=60, interval=0.2).status == "cancelled"
 
     page.goto(service.url + "/#/")
-    page.wait_for_selector(f"a[href='#/jobs/{job['id']}']")
+    page.wait_for_selector(f"a[href='#/jobs/{job.id}']")
     assert "cancelled" in page.inner_text("#jobs")
     page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
 
@@ -120,4 +109,34 @@ def test_dashboard_upload_form_submits_a_job(
     page.click("#submit")
     page.wait_for_url("**/#/jobs/job_*")
     job_id = page.url.rsplit("/", 1)[1]
-    assert alice.wait_for(job_id, {"succeeded", "failed"})["status"] == "succeeded"
+    assert alice.wait(job_id, until=DONE, timeout=180, interval=0.2).status == "succeeded"
+
+
+def test_list_and_charts_refresh_themselves(
+    page: Any, alice: Client, service: Service, data_dir: Path
+) -> None:
+    """No reload: a job submitted elsewhere appears in the open list, and the open job page's
+    loss chart grows while the job trains."""
+    page.goto(service.url + "/#/")
+    page.wait_for_selector("#jobs")
+    file_id = alice.upload(data_dir / "train.csv").id
+    job = submit_tiny(
+        alice, file_id, hyperparameters={"epochs": 6, "batch_size": 4, "log_every_steps": 2}
+    )
+    page.wait_for_selector(f"a[href='#/jobs/{job.id}']", timeout=20_000)
+
+    page.click(f"a[href='#/jobs/{job.id}']")
+    page.wait_for_function(
+        "() => document.getElementById('job-status').textContent === 'running'", timeout=60_000
+    )
+    page.wait_for_function(
+        "() => (Chart.getChart('loss-chart')?.data.datasets[0]?.data.length ?? 0) > 0",
+        timeout=60_000,
+    )
+    first = page.evaluate("() => Chart.getChart('loss-chart').data.datasets[0].data.length")
+    page.wait_for_function(
+        f"() => Chart.getChart('loss-chart').data.datasets[0].data.length > {first}",
+        timeout=60_000,
+    )
+    alice.cancel(job.id)
+    alice.wait(job.id, until=DONE, timeout=60, interval=0.2)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from app.core.layout import list_checkpoints
 from tests.conftest import KEYS
-from tests.support.harness import ROOT, Service
+from tests.support.harness import ROOT, Service, wait_until
 
 FINETUNE = str(Path(sys.executable).parent / "finetune")
 
@@ -96,3 +99,70 @@ def test_watch_exit_code_follows_the_outcome(service: Service, data_dir: Path) -
     job_id = submitted.stdout.split()[0]
     assert run(service, "cancel", job_id).stdout.split()[1] in ("cancelled", "cancelling")
     assert run(service, "watch", job_id, check=False).returncode == 3
+
+
+def test_train_from_another_folder_resumes_after_ctrl_c(
+    service: Service, data_dir: Path, tmp_path: Path
+) -> None:
+    """`finetune train` as a user runs it, from a folder that is not the checkout: Ctrl-C stops
+    it at a checkpoint, the same command finishes the job from there."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "train.csv").write_text((data_dir / "train.csv").read_text())
+    (work / "spec.json").write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "training_file": "train.csv",
+                "text_column": "sentence",
+                "label_column": "label",
+                "hyperparameters": {"epochs": 20, "batch_size": 4, "learning_rate": 0.005},
+            }
+        )
+    )
+    command = [FINETUNE, "train", "spec.json", "--output", "out", "--quiet"]
+    env = {k: v for k, v in service.env.items() if k != "PYTHONPATH"}
+    first = subprocess.Popen(
+        command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: (work / "out" / "checkpoints").is_dir(), 120, "training to start")
+        time.sleep(1)
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, out + err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err and "cuInit" not in err and "absl" not in err  # quiet
+    stopped_at = max(c["global_step"] for c in list_checkpoints(work / "out" / "checkpoints"))
+    assert stopped_at > 0
+
+    again = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    result = json.loads(again.stdout)
+    assert result["resumed_from_step"] == stopped_at
+    assert (work / "out" / "config.json").is_file()
+
+
+def test_watch_exits_1_for_a_failed_job(service: Service, data_dir: Path, models_dir: Path) -> None:
+    broken = models_dir / "broken-cli"
+    broken.mkdir(exist_ok=True)
+    for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
+        (broken / name).write_bytes((models_dir / "tiny" / name).read_bytes())
+    (broken / "tf_model.h5").write_bytes(b"not an HDF5 file")
+    submitted = run(
+        service,
+        "submit",
+        "--model",
+        "broken-cli",
+        "--train",
+        str(data_dir / "train.csv"),
+        "--text-column",
+        "sentence",
+    )
+    job_id = submitted.stdout.split()[0]
+    watched = run(service, "watch", job_id, check=False)
+    assert watched.returncode == 1, watched.stderr
+    assert "model_not_found" in watched.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -17,8 +18,9 @@ import httpx
 import pytest
 
 from app.core.queue import dispatch, make_celery
-from app.core.schemas import Job, JobStatus
+from app.core.schemas import Job, JobCreate, JobSpec, JobStatus
 from app.core.settings import Settings
+from app.core.store import JobRecord, Store, connect, new_id, now
 from finetune import Client
 from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
 from tests.support.jobs import upload_and_submit as submit_tiny_upload
@@ -71,7 +73,7 @@ def wait_for_step(client: Client, job_id: str, step: int, timeout: float = 120) 
 
 
 def status_events(client: Client, job_id: str) -> list[str]:
-    return [e.data.status for e in client.events(job_id) if "status" in e.data]
+    return [e.data["status"] for e in client.events(job_id) if "status" in e.data]
 
 
 def test_killed_worker_job_resumes_elsewhere_and_matches_an_uninterrupted_run(
@@ -315,3 +317,116 @@ def test_full_disk_while_checkpointing_fails_readably_and_keeps_the_last_checkpo
         )  # 360 rows after the hold-out: 23 steps an epoch
     finally:
         subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_healthz_answers_503_while_redis_is_down(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    redis_server, svc = stack
+    client = client_for(svc)
+    assert client.health()["redis"] == "ok"
+    redis_server.stop(signal.SIGTERM)
+    try:
+        response = httpx.get(svc.url + "/healthz", timeout=60)
+        assert response.status_code == 503
+        assert response.json()["status"] == "degraded"
+        assert response.json()["redis"].startswith("unreachable")
+    finally:
+        redis_server.start()
+    wait_until(lambda: client.health()["redis"] == "ok", 30, "redis back in /healthz")
+
+
+def test_sigstopped_worker_is_fenced_when_it_wakes_up(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    """A worker frozen (SIGSTOP: a long GC pause, a suspended VM) past its lease loses the job
+    to another worker; woken up (SIGCONT), it must not write anything for it any more."""
+    redis_server, svc = stack
+    client = client_for(svc)
+    workers = {name: svc.start_worker(name) for name in ("sleepy", "awake")}
+    job_id = upload_and_submit(client, data_dir)
+    wait_for_step(client, job_id, 20)
+    store = Store(connect(redis_server.url))
+    holder = (store.get_record(job_id).worker or "").split("@")[0]  # type: ignore[union-attr]
+    frozen = workers[holder]
+    os.killpg(frozen.pid, signal.SIGSTOP)  # the pool child that trains, too
+    try:
+        wait_until(lambda: client.job(job_id).attempt == 2, 60, "the job taken over")
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    done = finish(client, job_id)
+    assert done.status == "succeeded" and done.attempt == 2, done.error
+    log = svc.log_dir / f"worker-{holder}.log"
+    wait_until(lambda: "lease lost" in log.read_text(), 60, "the woken worker noticing")
+    assert status_events(client, job_id).count("succeeded") == 1
+    assert frozen.poll() is None  # it dropped the job, not its life
+    time.sleep(1)  # anything it would still write lands in the events
+    assert status_events(client, job_id).count("succeeded") == 1
+
+
+def test_reaper_dispatches_a_job_stored_but_never_sent(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    """The API stores the job, then dies before Celery's send: the record alone must suffice."""
+    redis_server, svc = stack
+    client = client_for(svc)
+    uploaded = client.upload(data_dir / "train.csv")
+    store = Store(connect(redis_server.url))
+    file_record = store.get_file("default", uploaded.id)
+    assert file_record is not None
+    request = JobCreate.model_validate(
+        {
+            "model": "tiny",
+            "training_file": uploaded.id,
+            "text_column": "sentence",
+            "label_column": "label",
+            "hyperparameters": {"epochs": 1},
+        }
+    )
+    spec = JobSpec.model_validate(
+        {**request.model_dump(), "training_file": file_record.path}, strict=False
+    )
+    record = JobRecord(
+        id=new_id("job"),
+        tenant="default",
+        status=JobStatus.queued,
+        request=request,
+        spec=spec,
+        created_at=now(),
+    )
+    store.create_job(record)  # stored, never dispatched
+    svc.start_worker("reaper")
+    done = finish(client, record.id, timeout=120)
+    assert done.status == "succeeded", done.error
+    logs = (svc.log_dir / "worker-reaper.log").read_text()
+    assert "dispatching a job that was stored but never sent" in logs
+
+
+def test_worker_processes_are_recycled_after_their_job_budget(
+    tmp_path: Path, models_dir: Path, data_dir: Path
+) -> None:
+    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
+    env = service_env(
+        redis_server.url,
+        tmp_path / "storage",
+        models_dir,
+        FINETUNE_WORKER_MAX_JOBS_PER_PROCESS="1",
+    )
+    svc = Service(env, free_port(), tmp_path / "logs")
+    try:
+        svc.start_api()
+        svc.start_worker("recycled")
+        client = client_for(svc)
+        ids = [upload_and_submit(client, data_dir, epochs=1) for _ in range(2)]
+        assert [finish(client, job_id).status for job_id in ids] == ["succeeded"] * 2
+        entries = [
+            json.loads(line)
+            for line in (svc.log_dir / "worker-recycled.log").read_text().splitlines()
+            if line.startswith("{")
+        ]
+        pids = [{e["pid"] for e in entries if e.get("job_id") == job_id} for job_id in ids]
+        assert all(len(p) == 1 for p in pids), pids  # each job ran in one process
+        assert pids[0] != pids[1], pids  # and the second in a fresh one
+    finally:
+        svc.stop()
+        redis_server.stop(signal.SIGKILL)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import worker  # noqa: F401  (Keras 2 before TensorFlow)
-from app.core.schemas import Hyperparameters, JobSpec
+from app.core.schemas import Evaluation, Hyperparameters, JobSpec
 from tests.support.factories import NEUTRAL, sentiment_rows, write_csv
 from worker.errors import DataNotFound, InvalidInput, JobCancelled, ModelNotFound
 from worker.pipeline.run import PipelineOptions, run_pipeline
@@ -34,7 +34,7 @@ class Recorder(LogReporter):
         super().__init__()
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.steps: list[int] = []
-        self.evaluations: list[dict[str, Any]] = []
+        self.evaluations: list[Evaluation] = []
         self.stop_at, self.signal, self.crash_at = stop_at, signal, crash_at
 
     def event(self, type: str, message: str, **data: Any) -> None:
@@ -45,7 +45,7 @@ class Recorder(LogReporter):
         if self.crash_at is not None and progress.step >= self.crash_at:
             raise RuntimeError(f"simulated crash at step {progress.step}")
 
-    def evaluation(self, record: dict[str, Any]) -> None:
+    def evaluation(self, record: Evaluation) -> None:
         self.evaluations.append(record)
 
     def stop_requested(self) -> StopSignal:
@@ -321,28 +321,56 @@ def test_cancel_stops_within_a_few_steps_and_checkpoints(
 def test_early_stopping_keeps_the_best_weights(
     models_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    # A learning rate this small leaves accuracy flat, so it never improves on the first eval.
+    # Random labels at a high learning rate: the model memorises noise, so the validation loss
+    # rises after its best evaluation and the last weights are worse than the best ones.
+    noisy = write_csv(
+        tmp_path / "noisy.csv", ["sentence", "label"], sentiment_rows(200, 5, noise=0.5)
+    )
     spec = spec_for(
-        data_dir / "train.csv",
+        noisy,
         data_dir / "validation.csv",
-        epochs=4,
-        learning_rate=1e-9,
+        epochs=20,
+        learning_rate=0.01,
         eval_every=5,
         steps_per_execution=5,
         early_stopping_patience=2,
-        early_stopping_metric="accuracy",
+        early_stopping_metric="loss",
+        precision="float32",  # so this test's own float32 evaluation can match the pipeline's
     )
     metrics = train(spec, tmp_path, models_dir)
+    evaluations = metrics["evaluations"]
     assert metrics["stopped_early"] and metrics["restored_best_weights"]
-    assert metrics["global_step"] == 15  # evals at 5 (best), 10, 15: two without improvement
-    assert metrics["best_step"] == 5
-    assert metrics["final"] == {
-        k: v for k, v in metrics["evaluations"][0].items() if k not in ("epoch", "step")
-    }
+    best = next(e for e in evaluations if e["step"] == metrics["best_step"])
+    last = evaluations[-1]
+    assert last["step"] == metrics["global_step"] == metrics["best_step"] + 2 * 5
+    assert last["loss"] > best["loss"] + 1e-3, evaluations  # the last weights are worse
+    assert metrics["final"] == {k: best[k] for k in metrics["final"]}
+    # The saved model is the best one: its own validation loss is the best evaluation's.
+    saved_loss = validation_loss(tmp_path / "model", data_dir / "validation.csv")
+    assert saved_loss == pytest.approx(best["loss"], abs=2e-3)
+    assert abs(saved_loss - last["loss"]) > 1e-3
+
+
+def validation_loss(model_dir: Path, validation: Path) -> float:
+    """Mean cross-entropy of a saved classifier on a CSV, computed here, not by the pipeline."""
+    import csv
+
+    import tensorflow as tf
+    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
+
+    with validation.open() as handle:
+        rows = list(csv.DictReader(handle))
+    model = TFAutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer([r["sentence"] for r in rows], padding=True, return_tensors="tf")
+    logits = model(batch).logits
+    labels = tf.constant([model.config.label2id[r["label"]] for r in rows])
+    losses = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    return float(tf.reduce_mean(losses))
 
 
 def test_unknown_model(models_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match=r"unknown model 'nope'.*local models: tiny"):
+    with pytest.raises(ModelNotFound, match=r"unknown model 'nope'.*local models: .*tiny"):
         train(spec_for(data_dir / "train.csv", model="nope"), tmp_path, models_dir)
     with pytest.raises(ModelNotFound, match="hub access is off"):
         train(spec_for(data_dir / "train.csv", model="bert/base-uncased"), tmp_path, models_dir)

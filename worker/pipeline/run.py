@@ -145,7 +145,7 @@ def _run(
     reporter.event("stage", "saving model")
     metrics = {
         "final": result.final_metrics,
-        "evaluations": result.state.evaluations,
+        "evaluations": [e.model_dump() for e in result.state.evaluations],
         "best_step": result.state.best_step,
         "stopped_early": result.stopped_early,
         "restored_best_weights": result.restored_best,
@@ -178,7 +178,7 @@ def _run(
     }
     history = {
         "epoch_train_loss": result.state.epoch_losses,
-        "evaluations": result.state.evaluations,
+        "evaluations": [e.model_dump() for e in result.state.evaluations],
     }
     save_outputs(output_dir, model, tokenizer, metrics, job, history)
     reporter.event("stage", "saved model", metrics=result.final_metrics)

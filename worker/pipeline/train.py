@@ -17,7 +17,7 @@ import tensorflow as tf
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
-from app.core.schemas import MINIMISED_METRICS, Hyperparameters
+from app.core.schemas import MINIMISED_METRICS, Evaluation, Hyperparameters
 from worker.callbacks import (
     PeriodicCheckpoint,
     ProgressCallback,
@@ -156,11 +156,11 @@ class Trainer:
             metrics = classification_metrics(logits, self.eval_targets)
         else:
             metrics = regression_metrics(logits, self.eval_targets)
-        record: dict[str, Any] = {
-            "epoch": round(self.state.global_step / self.steps_per_epoch, 4),
-            "step": self.state.global_step,
-            **{k: round(v, 6) for k, v in metrics.items()},
-        }
+        record = Evaluation.at(
+            epoch=round(self.state.global_step / self.steps_per_epoch, 4),
+            step=self.state.global_step,
+            metrics={k: round(v, 6) for k, v in metrics.items()},
+        )
         self.state.evaluations.append(record)
         self.reporter.evaluation(record)
         return self._update_early_stopping(metrics)
@@ -312,13 +312,9 @@ class Trainer:
     def _final_metrics(self) -> dict[str, float]:
         evaluations = self.state.evaluations
         if self.hp.early_stopping_patience is not None and self.state.best_step is not None:
-            best = [e for e in evaluations if e["step"] == self.state.best_step]
+            best = [e for e in evaluations if e.step == self.state.best_step]
             if best:
-                return _metric_values(best[-1])
-        if not evaluations or evaluations[-1]["step"] != self.state.global_step:
+                return best[-1].metrics
+        if not evaluations or evaluations[-1].step != self.state.global_step:
             self.evaluate()
-        return _metric_values(self.state.evaluations[-1])
-
-
-def _metric_values(record: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in record.items() if k not in ("epoch", "step")}
+        return self.state.evaluations[-1].metrics

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,7 +99,7 @@ def validate_request(
         path, fmt = Path(train.path), train.public.format
         for param in ("text_column", "text_pair_column"):
             if param in columns:
-                _check(lambda p=param: check_text_column(path, fmt, columns[p], p), param)
+                _check(partial(check_text_column, path, fmt, columns[param], param), param)
         classes = _check(
             lambda: label_summary(path, fmt, body.label_column, settings.max_labels),
             "label_column",
@@ -117,7 +118,8 @@ def validate_request(
         for param in ("text_column", "text_pair_column"):
             if param in columns:
                 _check(
-                    lambda p=param: check_text_column(vpath, vfmt, columns[p], p), "validation_file"
+                    partial(check_text_column, vpath, vfmt, columns[param], param),
+                    "validation_file",
                 )
         seen = _check(lambda: distinct_labels(vpath, vfmt, body.label_column), "validation_file")
         unknown = sorted(seen - set(classes))
@@ -267,7 +269,16 @@ def job_checkpoints(
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses={
+        200: {
+            "description": "the trained model folder as a gzipped tar archive",
+            # Served as application/gzip; generated clients know octet-stream as "bytes".
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in ("application/gzip", "application/octet-stream")
+            },
+        }
+    },
 )
 def download_artifact(
     job_id: str, name: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep
