@@ -178,6 +178,8 @@ def register(cli: typer.Typer) -> None:
         )
         if data.metrics:
             out.print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in data.metrics.items()))
+        for warning in data.warnings:
+            out.print(f"[yellow]warning:[/yellow] {warning}")
         if data.error:
             out.print(f"[red]error ({data.error.code}):[/red] {data.error.message}")
 

@@ -10,7 +10,12 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    task_received,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from app.core.logs import configure_logging
 from app.core.queue import make_celery
@@ -24,6 +29,13 @@ celery.conf.include = ["worker.tasks"]
 log = logging.getLogger("finetune.worker")
 
 _hostname: dict[str, str] = {}
+_stores: dict[str, Store] = {}
+
+
+def _parent_store() -> Store:
+    if "store" not in _stores:
+        _stores["store"] = Store(connect(settings.redis_url))
+    return _stores["store"]
 
 
 @worker_process_init.connect
@@ -46,7 +58,10 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     name = getattr(sender, "hostname", "worker")
     _hostname["name"] = name
     store = Store(connect(settings.redis_url))
-    store.clear_draining(name)
+    try:
+        store.clear_draining(name)
+    except Exception:  # Redis down at start-up: the heartbeat and the reaper must start anyway
+        log.warning("could not clear the draining flag")
 
     def heartbeat() -> None:
         while True:
@@ -60,6 +75,19 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     threading.Thread(
         target=reap_forever, args=(store, celery, settings), name="reaper", daemon=True
     ).start()
+
+
+@task_received.connect
+def _note_receipt(request: Any = None, **_: Any) -> None:
+    """In the parent, as a job's message arrives: see `Store.note_receipt`. The receipt lives
+    two leases: time for the pool process to start and claim the job."""
+    try:
+        job_id, attempt = request.args[0], int(request.args[1])
+        _parent_store().note_receipt(
+            job_id, attempt, _hostname.get("name", "worker"), 2 * settings.lease_seconds
+        )
+    except Exception:  # never lose the message over this: the record still says "queued"
+        log.warning("could not note the receipt of a job", exc_info=True)
 
 
 @worker_shutting_down.connect

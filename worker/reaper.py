@@ -1,8 +1,11 @@
-"""Finds jobs whose worker vanished (lease expired) and jobs queued but never dispatched.
+"""Finds jobs whose worker vanished (lease expired), jobs whose message a worker took and then
+lost (receipt expired without a claim), and jobs queued but never dispatched.
 
 Kombu's Redis transport has no heartbeat: a SIGKILLed worker's task is re-delivered only after
-the visibility timeout (an hour). The per-job lease expires within seconds instead, and this
-loop re-queues the job for a new attempt, which resumes from its last checkpoint.
+the visibility timeout (an hour). The per-job lease and receipt expire within seconds instead,
+and this loop re-queues or re-sends the job; a running job's new attempt resumes from its last
+checkpoint. The job record is the truth and a message only a doorbell: a duplicate delivery is
+harmless, as claims are fenced.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
                 dispatch(celery, settings.queue_name, job_id, requeued.attempt)
                 store.mark_dispatched(job_id, requeued.attempt)
                 dispatched += 1
+        elif record.status == JobStatus.queued and store.lost_message(job_id, record.attempt):
+            # Taken off the queue by a worker that died (or stalled) before claiming it.
+            log.warning("re-sending a job whose message was lost", extra={"job_id": job_id})
+            store.forget_receipt(job_id)
+            dispatch(celery, settings.queue_name, job_id, record.attempt)
+            dispatched += 1
         elif (
             record.status == JobStatus.queued
             and record.dispatched_attempt < record.attempt

@@ -150,6 +150,11 @@ def run_attempt(
             )
         except TenantAtLimit:
             # Stays queued; offered again shortly, leaving this worker free for other tenants.
+            # The receipt outlives the countdown, so the reaper does not ring meanwhile; if this
+            # send fails, the receipt expires and the reaper re-sends the job.
+            store.note_receipt(
+                job_id, attempt, worker, TENANT_LIMIT_RETRY_SECONDS + 2 * settings.lease_seconds
+            )
             dispatch(job_id, attempt, countdown=TENANT_LIMIT_RETRY_SECONDS)
             return "deferred"
         if token is None:
@@ -225,7 +230,13 @@ def _run_claimed(
             ErrorInfo(code="internal_error", message=message[:1000]),
         )
     return _finish(
-        store, job_id, token, JobStatus.succeeded, metrics=metrics["final"], has_artifact=True
+        store,
+        job_id,
+        token,
+        JobStatus.succeeded,
+        metrics=metrics["final"],
+        warnings=metrics.get("warnings", []),
+        has_artifact=True,
     )
 
 
@@ -237,12 +248,19 @@ def _finish(
     error: ErrorInfo | None = None,
     *,
     metrics: dict[str, float] | None = None,
+    warnings: list[str] | None = None,
     has_artifact: bool = False,
 ) -> str:
     try:
         record = _until_written(
             lambda: store.finish(
-                job_id, token, status, error=error, metrics=metrics, has_artifact=has_artifact
+                job_id,
+                token,
+                status,
+                error=error,
+                metrics=metrics,
+                warnings=warnings,
+                has_artifact=has_artifact,
             ),
             "the job's final status",
             job_id,

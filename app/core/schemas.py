@@ -214,7 +214,16 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     attempt: int = 0
     progress: Progress = Field(default_factory=Progress)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="final validation scores; for classification also the majority-class "
+        "baseline's (baseline_accuracy, baseline_f1_macro, baseline_matthews_correlation)",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the user should know about the result, e.g. a model that predicts a "
+        "single class or does no better than the majority-class baseline",
+    )
     history: list[Evaluation] = Field(default_factory=list)
     error: ErrorInfo | None = None
     artifacts: dict[str, str] = Field(default_factory=dict)

@@ -90,6 +90,7 @@ class JobRecord(BaseModel):
     worker: str | None = None
     error: ErrorInfo | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
     has_artifact: bool = False
 
 
@@ -466,6 +467,7 @@ class Store:
         *,
         error: ErrorInfo | None = None,
         metrics: dict[str, float] | None = None,
+        warnings: list[str] | None = None,
         has_artifact: bool = False,
     ) -> JobRecord:
         """The one terminal transition of a running job, fenced by the worker's lease token."""
@@ -478,6 +480,7 @@ class Store:
             record.status, record.finished_at = status, now()
             record.error, record.has_artifact = error, has_artifact
             record.metrics = metrics or {}
+            record.warnings = warnings or []
             record.lease_token = None
             return record
 
@@ -581,6 +584,33 @@ class Store:
     def lease_alive(self, job_id: str) -> bool:
         return bool(self.r.exists(self._lease(job_id)))
 
+    # -- receipts: a worker has taken a job's message off the queue ---------------------------
+    # Celery's message for a job is only a doorbell: once a worker has taken it (it then sits
+    # in the broker's "unacked" set until the visibility timeout, an hour), a worker that dies
+    # before claiming the job would leave it queued and unserved for that hour. The worker
+    # notes the receipt with a time to live; a queued job whose last receipt has expired
+    # without a claim has lost its message, and the reaper rings again.
+    @staticmethod
+    def _receipt(job_id: str) -> str:
+        return f"{PREFIX}:job:{job_id}:receipt"
+
+    def note_receipt(self, job_id: str, attempt: int, worker: str, ttl_seconds: float) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.set(self._receipt(job_id), f"{attempt} {worker}", px=int(ttl_seconds * 1000))
+            pipe.set(self._receipt(job_id) + ":attempt", attempt, ex=30 * 24 * 3600)
+            pipe.execute()
+
+    def lost_message(self, job_id: str, attempt: int) -> bool:
+        """Whether this attempt's message was taken by a worker that then went silent."""
+        with self.r.pipeline() as pipe:
+            pipe.get(self._receipt(job_id) + ":attempt")
+            pipe.exists(self._receipt(job_id))
+            received, alive = pipe.execute()
+        return received is not None and int(received) == attempt and not alive
+
+    def forget_receipt(self, job_id: str) -> None:
+        self.r.delete(self._receipt(job_id), self._receipt(job_id) + ":attempt")
+
     # -- progress, metrics, events ----------------------------------------------------------------
     def set_progress(self, job_id: str, progress: Progress) -> None:
         self.r.set(self._progress(job_id), progress.model_dump_json(), ex=30 * 24 * 3600)
@@ -668,6 +698,7 @@ def public_job(
         attempt=record.attempt,
         progress=Progress.model_validate_json(progress_raw) if progress_raw else Progress(),
         metrics=metrics,
+        warnings=record.warnings,
         history=history,
         error=record.error,
         artifacts={"model": artifact_url(record.id)} if record.has_artifact else {},

@@ -430,3 +430,29 @@ def test_worker_processes_are_recycled_after_their_job_budget(
     finally:
         svc.stop()
         redis_server.stop(signal.SIGKILL)
+
+
+def test_worker_killed_between_receipt_and_claim_loses_no_job(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    """The worker takes the job's message off the queue, then dies before claiming it (its pool
+    process was still importing TensorFlow). The message is stuck in the broker's unacked set
+    for an hour; the job must not be: it finishes once, within receipt time + a few seconds."""
+    _, svc = stack
+    client = client_for(svc)
+    job_id = upload_and_submit(client, data_dir, epochs=1)  # no worker yet: it waits
+    doomed = svc.start_worker("doomed", wait=False)
+    log = svc.log_dir / "worker-doomed.log"
+    wait_until(lambda: log.exists() and "received" in log.read_text(), 90, "the message taken")
+    assert client.job(job_id).status == "queued"  # received, not claimed
+    svc.stop_worker(doomed, signal.SIGKILL)
+    killed_at = time.monotonic()
+    svc.start_worker("rescuer")
+    done = finish(client, job_id, timeout=180)
+    assert done.status == "succeeded", done.error
+    # receipt (2 leases: 12 s here) + a reaper pass (1 s) + a cold worker's start and the job
+    waited = time.monotonic() - killed_at
+    assert waited < 90, waited
+    rescuer_log = (svc.log_dir / "worker-rescuer.log").read_text()
+    assert "re-sending a job whose message was lost" in rescuer_log
+    assert status_events(client, job_id).count("succeeded") == 1

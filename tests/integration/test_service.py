@@ -54,7 +54,8 @@ def test_upload_submit_poll_download_predict(
     assert job.status == "queued" and job.hyperparameters.batch_size == 16
     done = finish(alice, job.id)
     assert done.status == "succeeded", done.error
-    assert done.metrics["accuracy"] > 0.9
+    assert done.metrics["accuracy"] > 0.9 and done.warnings == []
+    assert 0.4 < done.metrics["baseline_accuracy"] < 0.6  # balanced data: the baseline beside it
     assert len(done.history) == 3 and done.progress.percent == 100.0
     assert done.progress.tokens_per_second and done.progress.tokens_per_second > 0
     assert done.started_at and done.finished_at and done.metadata == {"team": "nlp"}
@@ -527,3 +528,17 @@ def test_metrics_show_a_running_jobs_throughput(
     alice.cancel(job.id)
     assert finish(alice, job.id, timeout=60).status == "cancelled"
     assert sample() is None  # only running jobs have a series
+
+
+def test_a_model_that_learned_nothing_succeeds_with_a_warning(
+    alice: Client, train_file: FileObject
+) -> None:
+    """A learning rate too small to move the weights: the job succeeds, and says it is useless."""
+    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 1, "learning_rate": 1e-9})
+    done = finish(alice, job.id)
+    assert done.status == "succeeded"
+    assert len(done.warnings) == 1, done.warnings
+    assert "single class" in done.warnings[0] or "no better than" in done.warnings[0]
+    assert "baseline_accuracy" in done.metrics
+    warned = [e for e in alice.events(job.id) if e.type == "warning"]
+    assert [e.message for e in warned] == done.warnings

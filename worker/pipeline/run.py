@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -19,9 +20,10 @@ from app.core.schemas import HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
-from worker.pipeline.data import file_fingerprint, load_splits
+from worker.pipeline.data import LABELS, file_fingerprint, load_splits
 from worker.pipeline.encode import tokenize
 from worker.pipeline.model import find_model, load_model_and_tokenizer, model_flops_per_token
+from worker.pipeline.quality import judge_classification, majority_class
 from worker.pipeline.save import library_versions, save_outputs
 from worker.pipeline.train import Trainer
 from worker.reporter import Reporter
@@ -141,10 +143,24 @@ def _run(
         total_steps=trainer.total_steps,
     )
     result = trainer.run()
+    final, warnings = dict(result.final_metrics), []
+    if data.labels.task == "classification":
+        quality = judge_classification(
+            trainer.validation_logits().argmax(axis=-1),
+            trainer.eval_targets,
+            majority_class(np.asarray(data.train[LABELS])),
+            result.final_metrics,
+            data.labels.names,
+        )
+        final.update(quality.as_metrics())
+        warnings = quality.warnings
+        for warning in warnings:
+            reporter.event("warning", warning)
 
     reporter.event("stage", "saving model")
     metrics = {
-        "final": result.final_metrics,
+        "final": final,
+        "warnings": warnings,
         "evaluations": [e.model_dump() for e in result.state.evaluations],
         "best_step": result.state.best_step,
         "stopped_early": result.stopped_early,
@@ -181,7 +197,7 @@ def _run(
         "evaluations": [e.model_dump() for e in result.state.evaluations],
     }
     save_outputs(output_dir, model, tokenizer, metrics, job, history)
-    reporter.event("stage", "saved model", metrics=result.final_metrics)
+    reporter.event("stage", "saved model", metrics=final)
     return metrics
 
 

@@ -148,10 +148,14 @@ class Trainer:
 
     # -- evaluation and early stopping -------------------------------------------------------
 
+    def validation_logits(self) -> np.ndarray:
+        """The current model's outputs for the validation rows, in `eval_targets`' order."""
+        outputs = self.model.predict(self.eval_ds, verbose=0)
+        return np.asarray(outputs["logits"], dtype=np.float32)
+
     def evaluate(self) -> bool:
         """Run validation, record it, and say whether early stopping should end training."""
-        outputs = self.model.predict(self.eval_ds, verbose=0)
-        logits = np.asarray(outputs["logits"], dtype=np.float32)
+        logits = self.validation_logits()
         if self.labels.task == "classification":
             metrics = classification_metrics(logits, self.eval_targets)
         else:
