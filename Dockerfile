@@ -25,9 +25,10 @@ COPY --from=dashboard-assets /build/node_modules/chart.js/dist/chart.umd.min.js 
 RUN pip install --no-cache-dir .
 USER 1000
 EXPOSE 8000
-# Listens beyond loopback: set FINETUNE_API_KEYS (docker-compose.yml passes it through).
-CMD ["uvicorn", "app.api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", \
-     "--no-access-log"]
+# Listens beyond loopback, so it refuses to start without FINETUNE_API_KEYS (or an explicit
+# FINETUNE_ALLOW_OPEN_ACCESS=true).
+ENV FINETUNE_HOST=0.0.0.0 FINETUNE_PORT=8000
+CMD ["python", "-m", "app.api"]
 
 FROM base AS worker
 # CPU by default; GPU hosts build with --build-arg WORKER_EXTRAS=worker,gpu (CUDA libraries).

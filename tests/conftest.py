@@ -17,6 +17,7 @@ from tests.support.harness import RedisServer, Service, free_port, service_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WEBHOOK_SECRET = "webhook-secret-for-tests"
+OPERATOR_KEY = "operator-key-for-tests"
 KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-9876543210"}
 
 
@@ -57,6 +58,9 @@ def service(
             keys,
             FINETUNE_MAX_UPLOAD_BYTES="2000000",
             FINETUNE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            # The tests' webhook receiver listens on loopback: allowed here, by name, only.
+            FINETUNE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+            FINETUNE_OPERATOR_KEY=OPERATOR_KEY,
         ),
         free_port(),
         ARTIFACTS / "logs",

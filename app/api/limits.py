@@ -1,8 +1,10 @@
-"""Upload size enforced while the body streams in, answered in the API's JSON error format.
+"""Body size limits on every request, enforced while the body streams in and before anything
+reads it (so before authentication), answered in the API's JSON error format.
 
-Starlette's own body limit answers in plain text; this one counts the same way (declared
-Content-Length first, then bytes as they arrive) so a huge or chunked upload is cut off early,
-without being read to the end or spooled to disk.
+Uploads (POST /v1/files) get their own limit; every other body (job submissions are a few KB)
+gets FINETUNE_MAX_REQUEST_BYTES. The declared Content-Length is checked first, then bytes as
+they arrive, so a huge or chunked body is cut off early: without this, FastAPI reads a whole
+JSON body into memory before a dependency (the API key check) or validation can refuse it.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ class UploadTooLarge(Exception):
     pass
 
 
-class UploadLimitMiddleware:
-    def __init__(self, app: ASGIApp, path: str, max_bytes: int) -> None:
-        self.app, self.path, self.max_bytes = app, path, max_bytes
+class BodyLimitMiddleware:
+    def __init__(
+        self, app: ASGIApp, upload_path: str, upload_max_bytes: int, max_bytes: int
+    ) -> None:
+        self.app, self.upload_path = app, upload_path
+        self.upload_max_bytes, self.default_max_bytes = upload_max_bytes, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope["method"] == "POST" and scope["path"] == self.upload_path
+        limit = self.upload_max_bytes if upload else self.default_max_bytes
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared.isdigit() and int(declared) > limit:
+            await self._reject(send, upload, limit)
             return
         received = 0
         started = False
@@ -37,7 +44,7 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise UploadTooLarge
             return message
 
@@ -51,22 +58,27 @@ class UploadLimitMiddleware:
         except UploadTooLarge:
             if started:
                 raise
-            await self._reject(send)
+            await self._reject(send, upload, limit)
         except BaseExceptionGroup as group:  # anyio task groups wrap it
             if started or not group.subgroup(UploadTooLarge):
                 raise
-            await self._reject(send)
+            await self._reject(send, upload, limit)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
+    async def _reject(self, send: Send, upload: bool, limit: int) -> None:
+        error = (
             {
-                "error": {
-                    "code": "file_too_large",
-                    "message": f"the upload is larger than the limit of {self.max_bytes} bytes",
-                    "param": "file",
-                }
+                "code": "file_too_large",
+                "message": f"the upload is larger than the limit of {limit} bytes",
+                "param": "file",
             }
-        ).encode()
+            if upload
+            else {
+                "code": "request_too_large",
+                "message": f"the request body is larger than the limit of {limit} bytes",
+                "param": None,
+            }
+        )
+        body = json.dumps({"error": error}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -13,10 +13,10 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api import metrics
 from app.api.errors import install_error_handlers
-from app.api.limits import UploadLimitMiddleware
+from app.api.limits import BodyLimitMiddleware
 from app.api.routes import files, health, jobs
 from app.core.logs import configure_logging
-from app.core.settings import Settings, get_settings
+from app.core.settings import Settings, exposure_problem, get_settings
 
 log = logging.getLogger("finetune.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -24,6 +24,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    problem = exposure_problem(settings)
+    if problem:
+        raise SystemExit(problem)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -41,9 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(
-        UploadLimitMiddleware,
-        path="/v1/files",
-        max_bytes=settings.max_upload_bytes + files.MULTIPART_OVERHEAD,
+        BodyLimitMiddleware,
+        upload_path="/v1/files",
+        upload_max_bytes=settings.max_upload_bytes + files.MULTIPART_OVERHEAD,
+        max_bytes=settings.max_request_bytes,
     )
     app.include_router(files.build_router())
     app.include_router(jobs.router)

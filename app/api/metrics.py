@@ -3,10 +3,12 @@ replica and fed by every worker) and this API process's request latency by route
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,8 +27,8 @@ REQUEST_SECONDS = Histogram(
 
 
 class JobCollector:
-    def __init__(self, store: Store, queue_name: str) -> None:
-        self.store, self.queue_name = store, queue_name
+    def __init__(self, store: Store, queue_name: str, per_job: bool) -> None:
+        self.store, self.queue_name, self.per_job = store, queue_name, per_job
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("finetune_jobs", "Jobs by status", labels=["status"])
@@ -43,9 +45,10 @@ class JobCollector:
             "Real tokens per second of running jobs",
             labels=["job_id"],
         )
-        for job_id, value in self.store.running_throughput().items():
-            speed.add_metric([job_id], value)
-        yield speed
+        if self.per_job:  # job ids are tenants' business: the operator's key only
+            for job_id, value in self.store.running_throughput().items():
+                speed.add_metric([job_id], value)
+            yield speed
         for name, buckets, help_text in (
             ("duration_seconds", DURATION_BUCKETS, "Time from start to end of finished jobs"),
             ("queue_seconds", QUEUE_BUCKETS, "Time from submission to start"),
@@ -60,11 +63,16 @@ def build_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
         from app.api.deps import get_store
 
+        settings = get_settings()
+        presented = (authorization or "").removeprefix("Bearer ").strip().encode()
+        operator = bool(settings.operator_key) and hmac.compare_digest(
+            presented, settings.operator_key.encode()
+        )
         collector_registry = CollectorRegistry()
-        collector_registry.register(JobCollector(get_store(), get_settings().queue_name))
+        collector_registry.register(JobCollector(get_store(), settings.queue_name, operator))
         body = generate_latest(registry) + generate_latest(collector_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     api_keys: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
+    # Without API keys the API is open to anyone who reaches it: it then refuses to listen
+    # beyond loopback unless this says so explicitly.
+    allow_open_access: bool = False
     allow_hub: bool = False
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     max_labels: int = Field(default=1000, ge=2)
@@ -55,6 +58,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Key for the X-Finetune-Signature HMAC on webhook calls (unsigned when empty).
     webhook_secret: str = ""
+    # Webhooks go to public addresses only; these hosts, addresses or networks (comma-separated,
+    # e.g. "hooks.internal,10.1.2.0/24") are allowed even when private (app.core.netguard).
+    webhook_allowed_hosts: str = ""
+    # Shows /metrics' per-job series (job ids) to `Authorization: Bearer OPERATOR_KEY` only.
+    operator_key: str = ""
+    # Every request body but uploads; enforced before the body is read, before authentication.
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # Client side (the `finetune` commands that talk to a running service).
     url: str = "http://127.0.0.1:8000"
@@ -88,6 +98,22 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.storage_dir / "cache"
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def exposure_problem(settings: Settings) -> str | None:
+    """Why the API must not start as configured: open (no keys) and reachable from elsewhere."""
+    if settings.tenants_by_key or settings.allow_open_access:
+        return None
+    if settings.host in LOOPBACK_HOSTS or settings.host.startswith("127."):
+        return None
+    return (
+        f"refusing to listen on {settings.host} without API keys: anyone who reaches it could "
+        "use the service and read every job. Set FINETUNE_API_KEYS (tenant:key,...), listen "
+        "on 127.0.0.1, or set FINETUNE_ALLOW_OPEN_ACCESS=true if that is really meant"
+    )
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:

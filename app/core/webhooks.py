@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 
+from app.core.netguard import UnsafeTarget, check_url, parse_allowed
+from app.core.settings import get_settings
+
 log = logging.getLogger("finetune.webhooks")
 SIGNATURE_HEADER = "X-Finetune-Signature"
 DELAYS_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -49,8 +52,14 @@ def deliver(
     headers = {"Content-Type": "application/json", "X-Finetune-Event": body["type"]}
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, raw)
+    allow = parse_allowed(get_settings().webhook_allowed_hosts)
     for attempt, delay in enumerate((0.0, *delays), start=1):
         time.sleep(delay)
+        try:
+            check_url(url, allow)  # again now: the name may resolve elsewhere than at submit
+        except UnsafeTarget as exc:
+            log.warning("webhook not sent: %s", exc)
+            return False
         try:
             response = httpx.post(url, content=raw, headers=headers, timeout=10)
         except httpx.HTTPError as exc:

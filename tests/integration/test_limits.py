@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import signal
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,3 +67,64 @@ def test_queued_and_running_limits(tmp_path: Path, models_dir: Path, data_dir: P
     finally:
         svc.stop()
         redis_server.stop(signal.SIGKILL)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def send_raw(port: int, head: bytes, chunks: Iterator[bytes], budget: float = 30) -> bytes:
+    """Send a request by hand (headers, then body chunks until the server answers or closes),
+    and return the start of its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=budget) as sock:
+        sock.sendall(head)
+        for chunk in chunks:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered (or closed)
+            try:
+                sock.sendall(chunk)
+            except OSError:  # closed by the server after answering
+                break
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+def test_huge_bodies_are_refused_before_reading_or_authentication(
+    service: Service,
+) -> None:
+    """1 GB announced, and an endless chunked body: 413 at once, without a key, and the API
+    does not grow (measured on its process)."""
+    assert service.api is not None
+    before = rss_kb(service.api.pid)
+    port = int(service.url.rsplit(":", 1)[1])
+    head = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1073741824\r\n\r\n"
+    )
+    started = time.monotonic()
+    answer = send_raw(port, head, iter([b"{" + b" " * 65535] * 16384))
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"request_too_large" in answer
+    assert time.monotonic() - started < 5
+    chunked_head = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b" " * 65536
+    chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+    answer = send_raw(port, chunked_head, iter([chunk] * 16384))  # up to 1 GB
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    grown_mb = (rss_kb(service.api.pid) - before) / 1024
+    print(f"API RSS grew {grown_mb:.1f} MB")
+    assert grown_mb < 20

@@ -122,6 +122,9 @@ def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path:
     job = json.loads((folder / "job.json").read_text())
     assert job["seed"] == 42 and job["versions"]["transformers"].startswith("4.5")
     assert job["data"]["training"].startswith("sha256:")
+    # The artifact leaves the server: no server paths, no webhook URL in it.
+    assert job["spec"]["training_file"] == "train.csv" and "webhook_url" not in job["spec"]
+    assert str(data_dir) not in (folder / "job.json").read_text()
     history = json.loads((folder / "history.json").read_text())
     assert len(history["epoch_train_loss"]) == 3
     saved = json.loads((folder / "metrics.json").read_text())

@@ -15,7 +15,7 @@ import pytest
 
 from app.core.schemas import FileObject, Job, JobStatus
 from finetune import Client, Conflict, Invalid, NotFound, TooLarge, Unauthorized
-from tests.conftest import KEYS, tenant_client
+from tests.conftest import KEYS, OPERATOR_KEY, tenant_client
 from tests.support.factories import write_csv
 from tests.support.harness import ROOT, Service, wait_until
 from tests.support.jobs import submit_tiny, tiny_job_body
@@ -518,13 +518,16 @@ def test_metrics_show_a_running_jobs_throughput(
     wait_for_step(alice, job.id, 5)
     series = f'finetune_training_tokens_per_second{{job_id="{job.id}"}}'
 
-    def sample() -> float | None:
-        for line in tenant_client(service, None).http.get("/metrics").text.splitlines():
+    def sample(key: str | None = OPERATOR_KEY) -> float | None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        text = tenant_client(service, None).http.get("/metrics", headers=headers).text
+        for line in text.splitlines():
             if line.startswith(series):
                 return float(line.rsplit(" ", 1)[1])
         return None
 
     wait_until(lambda: (sample() or 0) > 0, 30, "the running job's series")
+    assert sample(None) is None and sample(KEYS["alice"]) is None  # job ids: operator only
     alice.cancel(job.id)
     assert finish(alice, job.id, timeout=60).status == "cancelled"
     assert sample() is None  # only running jobs have a series

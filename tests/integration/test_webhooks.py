@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from app.core.schemas import JobStatus
-from finetune import Client
+from finetune import Client, Invalid
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.harness import free_port, wait_until
 from tests.support.jobs import submit_tiny
@@ -81,3 +81,20 @@ def test_webhook_for_a_cancelled_queued_job(
     alice.cancel(blocker.id)
     wait_until(lambda: any(s == 200 for s, _, _ in receiver.calls), 30, "delivery")
     assert json.loads(receiver.calls[-1][2])["type"] == "job.cancelled"
+
+
+@pytest.mark.parametrize(
+    "target", ["http://localhost:9/hook", "http://[::1]:9/hook", "http://127.0.0.2:9/hook"]
+)
+def test_webhooks_to_loopback_are_refused_at_submit(
+    alice: Client, data_dir: Path, target: str
+) -> None:
+    """Only loopback targets are ever submitted here (never another address): the service
+    under test allows 127.0.0.1 alone, so each of these must be refused before queueing."""
+    file_id = alice.upload(data_dir / "train.csv").id
+    before = {j.id for j in alice.jobs(limit=100).data}
+    with pytest.raises(Invalid) as refused:
+        submit_tiny(alice, file_id, webhook_url=target)
+    assert refused.value.param == "webhook_url"
+    assert "not a public address" in refused.value.message
+    assert {j.id for j in alice.jobs(limit=100).data} == before

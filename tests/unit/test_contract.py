@@ -102,3 +102,21 @@ def test_api_keys_setting() -> None:
     assert parse_api_keys("") == {}
     with pytest.raises(ValidationError):
         Settings(api_keys="nocolon")
+
+
+def test_an_open_api_refuses_to_listen_beyond_loopback() -> None:
+    from app.core.settings import exposure_problem
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert exposure_problem(Settings(host=host, api_keys="")) is None
+    problem = exposure_problem(Settings(host="0.0.0.0", api_keys=""))
+    assert problem and "FINETUNE_API_KEYS" in problem
+    assert exposure_problem(Settings(host="0.0.0.0", api_keys="team:k123")) is None
+    assert exposure_problem(Settings(host="0.0.0.0", api_keys="", allow_open_access=True)) is None
+
+
+def test_create_app_refuses_an_open_public_api() -> None:
+    from app.api.main import create_app
+
+    with pytest.raises(SystemExit, match="refusing to listen on 0.0.0.0"):
+        create_app(Settings(host="0.0.0.0", api_keys=""))

@@ -181,7 +181,7 @@ def _run(
         "resumed_from_step": result.resumed_from_step,
     }
     job = {
-        "spec": spec.model_dump(mode="json"),
+        "spec": shareable_spec(spec),
         "hyperparameters": hp.model_dump(mode="json"),
         "seed": hp.seed,
         "model_source": {"name": ref.name, "source": ref.source},
@@ -199,6 +199,17 @@ def _run(
     save_outputs(output_dir, model, tokenizer, metrics, job, history)
     reporter.event("stage", "saved model", metrics=final)
     return metrics
+
+
+def shareable_spec(spec: JobSpec) -> dict[str, Any]:
+    """The spec as the model's `job.json` records it: artifacts leave the server, so data files
+    are named by file name only (their SHA-256 is under "data") and the webhook URL is left out.
+    """
+    recorded = spec.model_dump(mode="json", exclude={"webhook_url"})
+    for field in ("training_file", "validation_file"):
+        if isinstance(recorded.get(field), str):
+            recorded[field] = Path(recorded[field]).name
+    return recorded
 
 
 def local_fingerprints(spec: JobSpec, ref: ModelRef) -> dict[str, str] | None:

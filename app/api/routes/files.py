@@ -63,7 +63,7 @@ def build_router() -> APIRouter:
     async def upload_file(
         request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep
     ) -> FileObject:
-        limit = settings.max_upload_bytes  # the whole body is capped by UploadLimitMiddleware
+        limit = settings.max_upload_bytes  # the whole body is capped by BodyLimitMiddleware
         try:
             form = await request.form(max_files=1, max_fields=4)
         except UploadTooLarge:

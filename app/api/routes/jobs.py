@@ -19,6 +19,7 @@ from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.core.catalog import UnknownModel, resolve_model
 from app.core.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
+from app.core.netguard import UnsafeTarget, check_url, parse_allowed
 from app.core.queue import dispatch, get_celery
 from app.core.schemas import (
     CLASSIFICATION_METRICS,
@@ -75,6 +76,11 @@ def validate_request(
         resolve_model(body.model, settings.models_dir, settings.allow_hub)
     except UnknownModel as exc:
         raise invalid(str(exc), "model") from exc
+    if body.webhook_url is not None:
+        try:
+            check_url(body.webhook_url, parse_allowed(settings.webhook_allowed_hosts))
+        except UnsafeTarget as exc:
+            raise invalid(f"webhook_url: {exc}", "webhook_url") from exc
     train = _data_file(store, settings, tenant, body.training_file, "training_file")
     validation = (
         _data_file(store, settings, tenant, body.validation_file, "validation_file")
