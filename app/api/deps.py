@@ -18,7 +18,7 @@ DEFAULT_TENANT = "default"
 
 @lru_cache
 def get_store() -> Store:
-    return Store(connect(get_settings().redis_url))
+    return Store(connect(get_settings().redis_url, fail_fast=True))
 
 
 @lru_cache

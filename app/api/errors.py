@@ -7,7 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(Exception):
@@ -71,6 +74,19 @@ def install_error_handlers(app: FastAPI) -> None:
         elif param:
             message = f"{param}: {message}"
         return JSONResponse(_body("invalid_request", message, param), status_code=422)
+
+    @app.exception_handler(RedisError)
+    async def _store_down(_: Request, exc: RedisError) -> JSONResponse:
+        # Nothing was written (or the write is unknown): the client may retry, soon.
+        return JSONResponse(
+            _body(
+                "service_unavailable",
+                f"the job store (Redis) is unreachable ({type(exc).__name__}); retry shortly",
+                None,
+            ),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

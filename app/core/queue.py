@@ -50,8 +50,17 @@ def get_celery() -> Celery:
 
 
 def dispatch(
-    celery: Celery, queue: str, job_id: str, attempt: int, countdown: float | None = None
+    celery: Celery,
+    queue: str,
+    job_id: str,
+    attempt: int,
+    countdown: float | None = None,
+    *,
+    patient: bool = True,
 ) -> None:
+    """Send the job's message. Workers are `patient` (about 30 s of retries through a Redis
+    restart); the API is not: its job record is already stored, and the reaper sends a job that
+    was never dispatched."""
     celery.send_task(
         RUN_JOB_TASK,
         args=[job_id, attempt],
@@ -59,7 +68,7 @@ def dispatch(
         countdown=countdown,
         retry=True,
         retry_policy={
-            "max_retries": 20,
+            "max_retries": 20 if patient else 2,
             "interval_start": 0.2,
             "interval_step": 0.5,
             "interval_max": 2.0,

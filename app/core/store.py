@@ -53,8 +53,20 @@ def new_id(kind: str) -> str:
     return f"{kind}_{secrets.token_hex(16)}"
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out a Redis restart of several seconds instead of failing a write."""
+def connect(url: str, *, fail_fast: bool = False) -> redis.Redis:
+    """A client that rides out a Redis restart of several seconds instead of failing a write
+    (workers: hours of training must not fail over a blip), or, with `fail_fast` (the API: a
+    person or a client with its own retries is waiting), one that gives up within a second."""
+    if fail_fast:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=0.3,
+            socket_timeout=2,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.05), retries=1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
     return redis.Redis.from_url(
         url,
         decode_responses=True,
@@ -707,15 +719,15 @@ def public_job(
 
 class AsyncReader:
     """The status poll's read path on redis.asyncio: no thread hop, and a slow or restarting
-    Redis never blocks the API's event loop."""
+    Redis never blocks the API's event loop (it fails within a second: the API answers 503)."""
 
     def __init__(self, url: str) -> None:
         self.r = redis_async.Redis.from_url(
             url,
             decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+            socket_connect_timeout=0.3,
+            socket_timeout=2,
+            retry=AsyncRetry(ExponentialBackoff(cap=0.1, base=0.05), retries=1),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
 

@@ -23,6 +23,7 @@ from app.core.settings import Settings
 from app.core.store import JobRecord, Store, connect, new_id, now
 from finetune import Client
 from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
+from tests.support.jobs import tiny_job_body
 from tests.support.jobs import upload_and_submit as submit_tiny_upload
 
 # Long enough to be interrupted mid-way on tiny models: 100 steps an epoch.
@@ -319,21 +320,34 @@ def test_full_disk_while_checkpointing_fails_readably_and_keeps_the_last_checkpo
         subprocess.run(["umount", "-l", str(mount)])
 
 
-def test_healthz_answers_503_while_redis_is_down(
+def test_redis_down_answers_503_within_a_second(
     stack: tuple[RedisServer, Service], data_dir: Path
 ) -> None:
     redis_server, svc = stack
     client = client_for(svc)
-    assert client.health()["redis"] == "ok"
+    file_id = client.upload(data_dir / "train.csv").id
+    job_id = upload_and_submit(client, data_dir, epochs=1)
     redis_server.stop(signal.SIGTERM)
     try:
-        response = httpx.get(svc.url + "/healthz", timeout=60)
-        assert response.status_code == 503
-        assert response.json()["status"] == "degraded"
-        assert response.json()["redis"].startswith("unreachable")
+        for method, path, body in (
+            ("GET", "/healthz", None),
+            ("GET", f"/v1/jobs/{job_id}", None),
+            ("GET", "/v1/jobs", None),
+            ("POST", "/v1/jobs", tiny_job_body(file_id)),
+        ):
+            started = time.monotonic()
+            response = httpx.request(method, svc.url + path, json=body, timeout=30)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, (path, response.text)
+            assert elapsed < 1.0, (path, elapsed)
+            if path != "/healthz":
+                assert response.json()["error"]["code"] == "service_unavailable"
+                assert int(response.headers["Retry-After"]) > 0
+        assert httpx.get(svc.url + "/healthz").json()["status"] == "degraded"
     finally:
         redis_server.start()
     wait_until(lambda: client.health()["redis"] == "ok", 30, "redis back in /healthz")
+    assert client.job(job_id).id == job_id
 
 
 def test_sigstopped_worker_is_fenced_when_it_wakes_up(

@@ -118,5 +118,5 @@ def test_an_open_api_refuses_to_listen_beyond_loopback() -> None:
 def test_create_app_refuses_an_open_public_api() -> None:
     from app.api.main import create_app
 
-    with pytest.raises(SystemExit, match="refusing to listen on 0.0.0.0"):
+    with pytest.raises(SystemExit, match=r"refusing to listen on 0\.0\.0\.0"):
         create_app(Settings(host="0.0.0.0", api_keys=""))

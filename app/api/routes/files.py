@@ -107,9 +107,8 @@ def build_router() -> APIRouter:
             columns=inspection.columns,
             created_at=now(),
         )
-        store.put_file(
-            FileRecord(public=public, tenant=tenant, path=str(final), dtypes=inspection.dtypes)
-        )
+        record = FileRecord(public=public, tenant=tenant, path=str(final), dtypes=inspection.dtypes)
+        await run_in_threadpool(store.put_file, record)  # never block the event loop on Redis
         return public
 
     @router.get("", response_model=FileList)

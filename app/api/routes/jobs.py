@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -10,9 +11,8 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, BackgroundTasks, Header, Query
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.api.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
@@ -37,6 +37,7 @@ from app.core.settings import Settings
 from app.core.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
 from app.core.webhooks import notify
 
+log = logging.getLogger("finetune.api")
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 404, 409, 422, 429)
 )
@@ -161,18 +162,21 @@ def _snapshot(
 
 
 @router.post("", status_code=201, response_model=Job)
-async def create_job(
+def create_job(
     body: JobCreate,
     tenant: TenantDep,
     store: StoreDep,
     settings: SettingsDep,
+    background: BackgroundTasks,
     idempotency_key: IdempotencyKey = None,
 ) -> Job:
+    """A plain `def`: FastAPI runs it in its thread pool, so the blocking store and the data
+    checks never hold up the event loop (and a Redis outage answers 503 within a second)."""
     if idempotency_key:
         existing = store.find_idempotent(tenant, idempotency_key)
         if existing is not None:
             return store.public_job(existing, artifact_url)
-    train, validation = await run_in_threadpool(validate_request, body, tenant, store, settings)
+    train, validation = validate_request(body, tenant, store, settings)
     counts = store.count_active(tenant)
     if counts[JobStatus.queued] >= settings.max_queued_jobs_per_tenant:
         raise ApiError(
@@ -205,9 +209,18 @@ async def create_job(
     )
     stored = store.create_job(record, idempotency_key)
     if stored.id == job_id:
-        dispatch(get_celery(), settings.queue_name, job_id, stored.attempt)
-        store.mark_dispatched(job_id, stored.attempt)
+        # The stored record is the acknowledgement; the message only rings the bell, after the
+        # answer. Should it fail, the reaper sends it (a job stored but never dispatched).
+        background.add_task(ring_doorbell, store, settings.queue_name, job_id, stored.attempt)
     return store.public_job(stored, artifact_url)
+
+
+def ring_doorbell(store: Store, queue: str, job_id: str, attempt: int) -> None:
+    try:
+        dispatch(get_celery(), queue, job_id, attempt, patient=False)
+        store.mark_dispatched(job_id, attempt)
+    except Exception:
+        log.warning("could not send the job's message; the reaper will", extra={"job_id": job_id})
 
 
 @router.get("", response_model=JobList)
