@@ -218,13 +218,7 @@ def test_api_restart_keeps_idempotency_and_hides_partial_uploads(
     _, svc = stack
     client = client_for(svc)
     file_id = client.upload(data_dir / "train.csv").id
-    body = {
-        "model": "tiny",
-        "training_file": file_id,
-        "text_column": "sentence",
-        "label_column": "label",
-        "hyperparameters": {"epochs": 1},
-    }
+    body = tiny_job_body(file_id, hyperparameters={"epochs": 1})
     first = client.submit(body, idempotency_key="once")
 
     # An upload cut off by the API going down: the API dies while the body streams in.
@@ -388,15 +382,7 @@ def test_reaper_dispatches_a_job_stored_but_never_sent(
     store = Store(connect(redis_server.url))
     file_record = store.get_file("default", uploaded.id)
     assert file_record is not None
-    request = JobCreate.model_validate(
-        {
-            "model": "tiny",
-            "training_file": uploaded.id,
-            "text_column": "sentence",
-            "label_column": "label",
-            "hyperparameters": {"epochs": 1},
-        }
-    )
+    request = JobCreate.model_validate(tiny_job_body(uploaded.id, hyperparameters={"epochs": 1}))
     spec = JobSpec.model_validate(
         {**request.model_dump(), "training_file": file_record.path}, strict=False
     )

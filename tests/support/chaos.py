@@ -21,6 +21,7 @@ from app.core.store import Store, connect
 from finetune import Client, FinetuneError, NotFound
 from tests.support.factories import build_tiny_bert, sentiment_rows, write_csv
 from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
+from tests.support.jobs import tiny_job_body
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -115,19 +116,15 @@ def run_chaos(
         names = [f"c{i}" for i in range(workers)]
         pool = [service.start_worker(name, wait=(i == 0)) for i, name in enumerate(names)]
         file_id = client.upload(data).id
-        body = {
-            "model": "tiny",
-            "training_file": file_id,
-            "text_column": "sentence",
-            "label_column": "label",
-            "hyperparameters": {
+        body = tiny_job_body(
+            file_id,
+            hyperparameters={
                 "epochs": 3,
                 "batch_size": 4,
-                "learning_rate": 0.005,
                 "checkpoint_every_steps": 10,
                 "log_every_steps": 5,
             },
-        }
+        )
         end = time.monotonic() + seconds
         next_fault = time.monotonic() + rng.uniform(4, 10)
         counter = 0
