@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.console import Console
 
 from app.core.settings import get_settings
 from finetune.commands import register as register_client_commands
-from finetune.processes import api_command, redis_answers, worker_command
+from finetune.processes import Supervisor, api_command, redis_answers, worker_command
 
 cli = typer.Typer(help="Fine-tune Hugging Face models with TensorFlow/Keras.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -127,9 +126,10 @@ def run_worker(name: Annotated[str | None, typer.Option(help="unique worker name
 
 @cli.command()
 def up() -> None:
-    """Redis (if none answers), the API and one worker, in the foreground; Ctrl-C stops all."""
+    """Redis (if none answers), the API and one worker, in the foreground, each restarted if it
+    dies; Ctrl-C stops all."""
     settings = get_settings()
-    processes: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor(lambda line: console.print(f"[yellow]{line}[/yellow]"))
     if not redis_answers(settings.redis_url):
         parsed = urlparse(settings.redis_url)
         if parsed.hostname not in ("127.0.0.1", "localhost"):
@@ -138,51 +138,41 @@ def up() -> None:
         data_dir = settings.storage_dir.parent / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
         console.print(f"starting redis-server on port {parsed.port or 6379} (data in {data_dir})")
-        processes.append(
-            subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(parsed.port or 6379),
-                    "--bind",
-                    "127.0.0.1",
-                    "--appendonly",
-                    "yes",
-                    "--dir",
-                    str(data_dir.resolve()),
-                    "--save",
-                    "",
-                ]
-            )
+        supervisor.add(
+            "redis-server",
+            [
+                "redis-server",
+                "--port",
+                str(parsed.port or 6379),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(data_dir.resolve()),
+                "--save",
+                "",
+            ],
         )
         deadline = time.monotonic() + 10
         while not redis_answers(settings.redis_url):
             if time.monotonic() > deadline:
                 console.print("[red]redis-server did not start[/red]")
+                supervisor.stop()
                 raise typer.Exit(1)
             time.sleep(0.1)
-    api = api_command(settings.host, settings.port)
-    processes.append(subprocess.Popen(api))
-    processes.append(
-        subprocess.Popen(worker_command("worker-1", settings.queue_name, settings.log_level))
-    )
+    supervisor.add("the API", api_command(settings.host, settings.port))
+    supervisor.add("worker-1", worker_command("worker-1", settings.queue_name, settings.log_level))
     console.print(f"API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops")
     stop = threading.Event()
     # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        while not stop.is_set() and all(p.poll() is None for p in processes):
-            stop.wait(0.5)
+        while not stop.wait(0.5):
+            supervisor.check()
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        supervisor.stop()
 
 
 register_client_commands(cli)

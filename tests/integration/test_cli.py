@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from app.core.layout import list_checkpoints
 from tests.conftest import KEYS
-from tests.support.harness import ROOT, Service, wait_until
+from tests.support.harness import ROOT, RedisServer, Service, free_port, service_env, wait_until
 
 FINETUNE = str(Path(sys.executable).parent / "finetune")
 
@@ -166,3 +169,55 @@ def test_watch_exits_1_for_a_failed_job(service: Service, data_dir: Path, models
     watched = run(service, "watch", job_id, check=False)
     assert watched.returncode == 1, watched.stderr
     assert "model_not_found" in watched.stderr
+
+
+def children(pid: int) -> dict[int, str]:
+    """The direct child processes of `pid`, with their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
+def test_up_restarts_a_dead_worker_and_keeps_the_api_serving(
+    redis_server: RedisServer, models_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = service_env(redis_server.url, tmp_path / "storage", models_dir)
+    env.update(FINETUNE_PORT=str(port), FINETUNE_QUEUE_NAME="up-test")
+    log = tmp_path / "up.log"  # a file, not a pipe: nobody must block writing to it
+    with log.open("w") as sink:
+        up = subprocess.Popen([FINETUNE, "up"], env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+
+        def worker_pid() -> int | None:
+            return next((p for p, cmd in children(up.pid).items() if "celery" in cmd), None)
+
+        first = wait_until(worker_pid, 60, "the worker")
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code < 600,
+            60,
+            "the API",
+        )
+        os.kill(first, signal.SIGKILL)
+        # The API keeps answering while the worker is down and restarted.
+        for _ in range(10):
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code in (
+                200,
+                503,
+            )
+            time.sleep(0.2)
+        second = wait_until(lambda: (p := worker_pid()) and p != first and p, 60, "a new worker")
+        assert up.poll() is None and second != first
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=90)
+    output = log.read_text()
+    assert up.returncode == 0, output[-3000:]
+    assert "worker-1 exited" in output and "restarting it" in output
