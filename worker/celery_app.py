@@ -28,6 +28,7 @@ celery = make_celery(settings)
 celery.conf.include = ["worker.tasks"]
 log = logging.getLogger("finetune.worker")
 
+WEBHOOK_SENDERS = 2  # in the main process: a slow receiver must not hold up the others
 _hostname: dict[str, str] = {}
 _stores: dict[str, Store] = {}
 
@@ -53,6 +54,7 @@ def _load_tensorflow(**_: Any) -> None:
 @worker_ready.connect
 def _start_background(sender: Any = None, **_: Any) -> None:
     """Heartbeat (for /healthz) and the reaper, in the parent process."""
+    from app.core.webhooks import send_forever
     from worker.reaper import reap_forever
 
     name = getattr(sender, "hostname", "worker")
@@ -72,6 +74,13 @@ def _start_background(sender: Any = None, **_: Any) -> None:
             threading.Event().wait(5)
 
     threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    for index in range(WEBHOOK_SENDERS):
+        threading.Thread(
+            target=send_forever,
+            args=(store, settings, f"{name}-{index}"),
+            name=f"webhooks-{index}",
+            daemon=True,
+        ).start()
     threading.Thread(
         target=reap_forever, args=(store, celery, settings), name="reaper", daemon=True
     ).start()

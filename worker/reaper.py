@@ -20,7 +20,6 @@ from app.core.queue import dispatch
 from app.core.schemas import JobStatus
 from app.core.settings import Settings
 from app.core.store import Store
-from app.core.webhooks import notify
 
 log = logging.getLogger("finetune.reaper")
 UNDISPATCHED_GRACE_SECONDS = 10.0
@@ -43,15 +42,11 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
                 max_attempts=settings.max_attempts,
             )
             if requeued is None:
-                given_up = store.get_record(job_id)
-                if given_up is not None and given_up.status.terminal:
-                    notify(given_up, settings.webhook_secret)
-                continue
-            if requeued is not None:
-                log.warning("re-queued job", extra={"job_id": job_id})
-                dispatch(celery, settings.queue_name, job_id, requeued.attempt)
-                store.mark_dispatched(job_id, requeued.attempt)
-                dispatched += 1
+                continue  # given up on (failed: its webhook is in the outbox) or not ours
+            log.warning("re-queued job", extra={"job_id": job_id})
+            dispatch(celery, settings.queue_name, job_id, requeued.attempt)
+            store.mark_dispatched(job_id, requeued.attempt)
+            dispatched += 1
         elif record.status == JobStatus.queued and store.lost_message(job_id, record.attempt):
             # Taken off the queue by a worker that died (or stalled) before claiming it.
             log.warning("re-sending a job whose message was lost", extra={"job_id": job_id})

@@ -20,9 +20,8 @@ from redis.exceptions import RedisError
 from app.core.layout import checkpoint_dir, job_dir, output_dir
 from app.core.logs import current_job_id
 from app.core.schemas import ErrorInfo, Evaluation, JobStatus, Progress
-from app.core.settings import Settings, get_settings
+from app.core.settings import Settings
 from app.core.store import Store, TenantAtLimit, TransitionRefused
-from app.core.webhooks import notify
 from worker.errors import JobCancelled, JobError, JobInterrupted, StorageError
 from worker.reporter import StopSignal
 
@@ -268,8 +267,7 @@ def _finish(
     except TransitionRefused as exc:
         log.warning("final status not written: %s", exc, extra={"job_id": job_id})
         return "lease_lost"
-    notify(record, get_settings().webhook_secret)
-    return status.value
+    return record.status.value
 
 
 def _hand_back(

@@ -164,6 +164,8 @@ class Store:
         return f"{PREFIX}:file:{file_id}"
 
     ACTIVE = f"{PREFIX}:jobs:active"  # ids of jobs not yet terminal, for the reaper
+    OUTBOX = f"{PREFIX}:webhooks"  # a stream: one entry per terminal state to announce
+    OUTBOX_GROUP = "senders"
 
     # -- files ----------------------------------------------------------------------------------
     def put_file(self, record: FileRecord) -> None:
@@ -344,6 +346,10 @@ class Store:
                 pipe.delete(lease_key, self._cancel(job_id))
                 if record_was_terminal is False:
                     self._observe_end(pipe, updated)
+                    if updated.request.webhook_url:
+                        # In the same MULTI as the transition: one webhook per terminal state,
+                        # whoever made it, and it survives any process dying after it.
+                        pipe.xadd(self.OUTBOX, {"job_id": job_id, "status": updated.status.value})
             elif drop_lease:
                 pipe.delete(lease_key)
             elif set_lease is not None and updated.status == JobStatus.running:
@@ -595,6 +601,43 @@ class Store:
 
     def lease_alive(self, job_id: str) -> bool:
         return bool(self.r.exists(self._lease(job_id)))
+
+    # -- the webhook outbox ------------------------------------------------------------------
+    def outbox_take(
+        self, sender: str, block_ms: int, reclaim_idle_ms: int
+    ) -> tuple[str, str, str] | None:
+        """The next webhook to send, as (entry id, job id, status): first one a vanished sender
+        held for longer than `reclaim_idle_ms`, else a new one (waiting up to `block_ms`)."""
+        try:
+            self.r.xgroup_create(self.OUTBOX, self.OUTBOX_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        _, claimed, *_ = self.r.xautoclaim(
+            self.OUTBOX, self.OUTBOX_GROUP, sender, min_idle_time=reclaim_idle_ms, count=1
+        )
+        entries = claimed or [
+            entry
+            for _, stream_entries in self.r.xreadgroup(
+                self.OUTBOX_GROUP, sender, {self.OUTBOX: ">"}, count=1, block=block_ms
+            )
+            or []
+            for entry in stream_entries
+        ]
+        for entry_id, fields in entries:
+            if fields:  # an entry deleted meanwhile comes back empty
+                return entry_id, fields["job_id"], fields["status"]
+            self.outbox_done(entry_id)
+        return None
+
+    def outbox_done(self, entry_id: str) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.xack(self.OUTBOX, self.OUTBOX_GROUP, entry_id)
+            pipe.xdel(self.OUTBOX, entry_id)
+            pipe.execute()
+
+    def outbox_length(self) -> int:
+        return int(self.r.xlen(self.OUTBOX))
 
     # -- receipts: a worker has taken a job's message off the queue ---------------------------
     # Celery's message for a job is only a doorbell: once a worker has taken it (it then sits

@@ -21,7 +21,7 @@ from app.core.queue import dispatch, make_celery
 from app.core.schemas import Job, JobCreate, JobSpec, JobStatus
 from app.core.settings import Settings
 from app.core.store import JobRecord, Store, connect, new_id, now
-from finetune import Client
+from finetune import Client, Invalid
 from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
 from tests.support.jobs import tiny_job_body
 from tests.support.jobs import upload_and_submit as submit_tiny_upload
@@ -456,3 +456,17 @@ def test_worker_killed_between_receipt_and_claim_loses_no_job(
     rescuer_log = (svc.log_dir / "worker-rescuer.log").read_text()
     assert "re-sending a job whose message was lost" in rescuer_log
     assert status_events(client, job_id).count("succeeded") == 1
+
+
+def test_loopback_webhooks_are_refused_without_an_allow_list(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    """This service has no FINETUNE_WEBHOOK_ALLOWED_HOSTS; only loopback targets are tried."""
+    _, svc = stack
+    client = client_for(svc)
+    file_id = client.upload(data_dir / "train.csv").id
+    for target in ("http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::1]:9/"):
+        with pytest.raises(Invalid) as refused:
+            client.submit(tiny_job_body(file_id, webhook_url=target))
+        assert refused.value.param == "webhook_url", target
+    assert client.jobs().data == []

@@ -35,7 +35,6 @@ from app.core.schemas import (
 )
 from app.core.settings import Settings
 from app.core.store import FileRecord, JobRecord, Store, TransitionRefused, new_id, now
-from app.core.webhooks import notify
 
 log = logging.getLogger("finetune.api")
 router = APIRouter(
@@ -251,7 +250,6 @@ def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, settings: Settin
         record = store.request_cancel(tenant, job_id)
     except TransitionRefused as exc:
         raise ApiError(409, "job_finished", f"cannot cancel: {exc}", None) from exc
-    notify(record, settings.webhook_secret)  # a queued job ends here, at once
     return store.public_job(record, artifact_url)
 
 
