@@ -9,7 +9,10 @@ always has its state, and a failed write never damages the previous checkpoint.
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ import tensorflow as tf
 from app.core.layout import CHECKPOINT_STATE_SUFFIX, write_atomically
 from app.core.schemas import Evaluation
 from worker.errors import StorageError
+
+BEST_POINTER = "best.json"  # names the folder holding the best weights (early stopping)
 
 
 @dataclass
@@ -66,8 +71,18 @@ def dropout_generators(model: tf.keras.Model) -> list[tf.random.Generator]:
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, model: tf.keras.Model, optimizer: Any, keep: int) -> None:
-        self.directory = directory
+    """`guard` runs before every write and raises when this process no longer owns the job
+    (a worker that lost its lease must not write into the folder its successor uses)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        model: tf.keras.Model,
+        optimizer: Any,
+        keep: int,
+        guard: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.directory, self.guard = directory, guard
         directory.mkdir(parents=True, exist_ok=True)
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=optimizer, dropout_rng=dropout_generators(model)
@@ -81,6 +96,7 @@ class Checkpointer:
     def save(self, state: TrainState) -> str:
         state.saved_at = time.time()
         name = f"ckpt-{state.global_step}"
+        self.guard()
         try:
             write_atomically(self.directory / (name + CHECKPOINT_STATE_SUFFIX), state.to_json())
             path = self.manager.save(checkpoint_number=state.global_step)
@@ -104,16 +120,27 @@ class Checkpointer:
         return TrainState.from_json(state_file.read_text())
 
     def save_best(self, global_step: int) -> None:
-        """Weights only, for early stopping; replaces the previous best."""
+        """Weights only, for early stopping. Written to a folder of their own, then made the
+        best by atomically replacing a small pointer file: a crash mid-write leaves the
+        previous best intact, never half of each."""
+        self.guard()
+        folder = f"best-{global_step}-{secrets.token_hex(3)}"
         try:
-            self.weights_only.write(str(self.directory / "best" / "weights"))
+            self.weights_only.write(str(self.directory / folder / "weights"))
+            write_atomically(self.directory / BEST_POINTER, json.dumps({"folder": folder}))
         except (OSError, tf.errors.OpError) as exc:
             raise StorageError(
                 f"could not write the best weights at step {global_step}: {exc}"
             ) from exc
+        for old in self.directory.glob("best-*"):
+            if old.name != folder:
+                shutil.rmtree(old, ignore_errors=True)
 
     def restore_best(self) -> bool:
-        prefix = self.directory / "best" / "weights"
+        pointer = self.directory / BEST_POINTER
+        if not pointer.exists():
+            return False
+        prefix = self.directory / json.loads(pointer.read_text())["folder"] / "weights"
         if not Path(str(prefix) + ".index").exists():
             return False
         self.weights_only.read(str(prefix)).expect_partial()

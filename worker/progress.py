@@ -78,3 +78,6 @@ class ConsoleReporter:
 
     def stop_requested(self) -> StopSignal:
         return "interrupt" if self.stop.is_set() else None
+
+    def assert_owner(self) -> None:
+        """`finetune train` owns its output folder alone."""

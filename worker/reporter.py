@@ -27,6 +27,10 @@ class Reporter(Protocol):
 
     def stop_requested(self) -> StopSignal: ...
 
+    def assert_owner(self) -> None:
+        """Before every write that must not come from a worker that lost the job (checkpoints,
+        best weights, the model folder): raises if this process no longer owns it."""
+
 
 class LogReporter:
     """Logs events; never asks to stop. The base for other reporters and for tests."""
@@ -45,3 +49,6 @@ class LogReporter:
 
     def stop_requested(self) -> StopSignal:
         return None
+
+    def assert_owner(self) -> None:
+        """Nothing else can own a job run in this process alone."""

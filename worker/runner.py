@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.layout import checkpoint_dir, job_dir, output_dir
+from app.core.layout import attempt_output_dir, checkpoint_dir, fsync_dir, fsync_file, job_dir
 from app.core.logs import current_job_id
 from app.core.schemas import ErrorInfo, Evaluation, JobStatus, Progress
 from app.core.settings import Settings
@@ -52,6 +52,17 @@ class LeaseKeeper:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def verify(self) -> None:
+        """Ask Redis now (not the last renewal) whether we still hold the lease; raise
+        LeaseLost if not. Called before every write another owner could collide with."""
+        try:
+            held = not self.lost.is_set() and self.store.lease_held(self.job_id, self.token)
+        except RedisError:
+            held = True  # unknown: the writes are per-attempt or atomic, and the end is fenced
+        if not held:
+            self.lost.set()
+            raise LeaseLost(self.job_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self.seconds / 3):
@@ -94,6 +105,9 @@ class RedisReporter:
             "metric", f"validation at step {record.step}: {record.summary()}", **record.model_dump()
         )
 
+    def assert_owner(self) -> None:
+        self.lease.verify()
+
     def stop_requested(self) -> StopSignal:
         if self.lease.lost.is_set():
             raise LeaseLost(self.job_id)
@@ -113,13 +127,23 @@ class RedisReporter:
             log.warning("could not record progress", extra={"job_id": self.job_id})
 
 
-def pack_artifact(folder: Path, target: Path) -> None:
-    """The output folder as model.tar.gz, renamed into place only when complete."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    with tarfile.open(tmp, "w:gz", compresslevel=3) as tar:
-        for path in sorted(folder.iterdir()):
-            tar.add(path, arcname=f"model/{path.name}")
-    tmp.replace(target)
+def pack_artifact(
+    folder: Path, target: Path, attempt: int, guard: Callable[[], None] = lambda: None
+) -> None:
+    """The output folder as model.tar.gz: written under this attempt's own temporary name
+    (never one a new owner of the job also writes), flushed to disk, and renamed into place
+    only when complete and only while `guard` says this attempt still owns the job."""
+    tmp = target.with_name(f".{target.name}.attempt-{attempt}.tmp")
+    try:
+        with tarfile.open(tmp, "w:gz", compresslevel=3) as tar:
+            for path in sorted(folder.iterdir()):
+                tar.add(path, arcname=f"model/{path.name}")
+        fsync_file(tmp)
+        guard()
+        tmp.replace(target)
+        fsync_dir(target.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _until_written(action: Callable[[], Any], what: str, job_id: str) -> Any:
@@ -195,13 +219,18 @@ def _run_claimed(
     try:
         metrics = run_pipeline(
             record.spec,
-            output_dir(storage, job_id),
+            attempt_output_dir(storage, job_id, attempt),
             checkpoint_dir(storage, job_id),
             reporter,
             options,
         )
         try:
-            pack_artifact(output_dir(storage, job_id), job_dir(storage, job_id) / ARTIFACT_NAME)
+            pack_artifact(
+                attempt_output_dir(storage, job_id, attempt),
+                job_dir(storage, job_id) / ARTIFACT_NAME,
+                attempt,
+                guard=lease.verify,
+            )
         except OSError as exc:
             raise StorageError(f"could not pack the trained model: {exc}") from exc
     except LeaseLost:

@@ -43,6 +43,9 @@ class TensorBoardReporter:
     def stop_requested(self) -> StopSignal:
         return self.inner.stop_requested()
 
+    def assert_owner(self) -> None:
+        self.inner.assert_owner()
+
     def close(self) -> None:
         self.train.close()
         self.validation.close()

@@ -6,7 +6,9 @@ Workers on other machines mount the same root, so paths are derived from ids, ne
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,11 @@ def job_dir(storage_dir: Path, job_id: str) -> Path:
     return storage_dir / "jobs" / job_id
 
 
-def output_dir(storage_dir: Path, job_id: str) -> Path:
-    """The trained model folder (save_pretrained output plus metrics.json and job.json)."""
-    return job_dir(storage_dir, job_id) / "output"
+def attempt_output_dir(storage_dir: Path, job_id: str, attempt: int) -> Path:
+    """An attempt's trained model folder (save_pretrained output plus metrics.json and
+    job.json). One per attempt: a worker that lost the job can never write into the folder of
+    the attempt that replaced it."""
+    return job_dir(storage_dir, job_id) / "attempts" / str(attempt) / "output"
 
 
 def checkpoint_dir(storage_dir: Path, job_id: str) -> Path:
@@ -57,8 +61,30 @@ def list_checkpoints(directory: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda c: c.get("global_step", 0))
 
 
+def fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in this folder durable (POSIX: the directory entry is its own write)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write to a temporary name of this process's own, flush it to disk, then rename: readers
+    never see half a file, a crash never leaves one, and two writers never share a temporary."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -602,6 +602,9 @@ class Store:
     def lease_alive(self, job_id: str) -> bool:
         return bool(self.r.exists(self._lease(job_id)))
 
+    def lease_held(self, job_id: str, token: str) -> bool:
+        return bool(self.r.get(self._lease(job_id)) == token)
+
     # -- the webhook outbox ------------------------------------------------------------------
     def outbox_take(
         self, sender: str, block_ms: int, reclaim_idle_ms: int

@@ -196,6 +196,7 @@ def _run(
         "epoch_train_loss": result.state.epoch_losses,
         "evaluations": [e.model_dump() for e in result.state.evaluations],
     }
+    reporter.assert_owner()
     save_outputs(output_dir, model, tokenizer, metrics, job, history)
     reporter.event("stage", "saved model", metrics=final)
     return metrics

@@ -135,7 +135,9 @@ class Trainer:
             jit_compile=hp.jit_compile,
         )
         create_step_variables(model, self.optimizer, labels)
-        self.checkpointer = Checkpointer(checkpoint_dir, model, self.optimizer, hp.keep_checkpoints)
+        self.checkpointer = Checkpointer(
+            checkpoint_dir, model, self.optimizer, hp.keep_checkpoints, reporter.assert_owner
+        )
         self.buckets = length_buckets(
             np.asarray(train_ds[LENGTH]), hp.length_buckets, hp.pad_to_multiple_of
         )

@@ -1,0 +1,182 @@
+"""The job lifecycle called directly, against a real Redis and a real Celery queue: the store's
+fenced transitions, the outbox, `run_attempt`'s early exits, `reap_once`, and the fence on
+publishing an artifact. (The process-level tests in test_faults drive the same code through
+real workers and signals.)"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.core.queue import dispatch, make_celery
+from app.core.schemas import JobCreate, JobSpec, JobStatus
+from app.core.settings import Settings
+from app.core.store import JobRecord, Store, TenantAtLimit, TransitionRefused, connect, new_id, now
+from tests.support.harness import RedisServer, wait_until
+from tests.support.jobs import tiny_job_body
+from worker.reaper import reap_once
+from worker.runner import LeaseKeeper, LeaseLost, pack_artifact, run_attempt
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A database of these tests' own, emptied for each: the reaper sees only their jobs, and
+    the session's service and worker never see them."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    return Store(connect(redis_url))
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Iterator[Settings]:
+    yield Settings(
+        redis_url=redis_url,
+        queue_name=f"lifecycle-{uuid.uuid4().hex[:8]}",
+        lease_seconds=1.5,
+        max_attempts=3,
+    )
+
+
+def queued_messages(settings: Settings) -> int:
+    return int(redis.Redis.from_url(settings.redis_url).llen(settings.queue_name))
+
+
+def new_job(store: Store, tenant: str = "lifecycle", **overrides: object) -> JobRecord:
+    request = JobCreate.model_validate(tiny_job_body("file_" + "0" * 32, **overrides))
+    spec = JobSpec.model_validate(
+        {**request.model_dump(), "training_file": "/nonexistent/train.csv"}, strict=False
+    )
+    record = JobRecord(
+        id=new_id("job"),
+        tenant=tenant,
+        status=JobStatus.queued,
+        request=request,
+        spec=spec,
+        created_at=now(),
+    )
+    return store.create_job(record)
+
+
+def statuses(store: Store, job_id: str) -> list[str]:
+    events, _ = store.events(job_id, None, 1000)
+    return [e.data["status"] for e in events if "status" in e.data]
+
+
+def test_terminal_transitions_are_fenced_and_announced_once(store: Store) -> None:
+    job = new_job(store, webhook_url="http://127.0.0.1:9/hook")
+    outbox_before = store.outbox_length()
+    first = store.claim(job.id, 1, "a@host", 30)
+    assert first is not None
+    assert store.claim(job.id, 1, "b@host", 30) is None  # a duplicate delivery: dropped
+    with pytest.raises(TransitionRefused):
+        store.finish(job.id, "not-the-token", JobStatus.succeeded)
+    store.finish(job.id, first, JobStatus.succeeded, metrics={"accuracy": 0.9})
+    with pytest.raises(TransitionRefused):
+        store.finish(job.id, first, JobStatus.failed)  # one terminal state only
+    assert statuses(store, job.id) == ["queued", "succeeded"]
+    assert store.outbox_length() == outbox_before + 1  # one webhook for the one terminal state
+
+
+def test_a_worker_that_lost_its_lease_cannot_publish_the_artifact(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    job = new_job(store)
+    token_a = store.claim(job.id, 1, "a@host", settings.lease_seconds)
+    assert token_a is not None
+    keeper_a = LeaseKeeper(store, job.id, token_a, settings.lease_seconds)  # not renewing
+    keeper_a.verify()  # still ours
+    wait_until(lambda: not store.lease_alive(job.id), 10, "the lease to expire")
+    requeued = store.requeue(job.id, token=None, reason="lease expired", max_attempts=3)
+    assert requeued is not None and requeued.attempt == 2
+    token_b = store.claim(job.id, 2, "b@host", 30)
+    assert token_b is not None
+
+    folder = tmp_path / "output"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    target = tmp_path / "model.tar.gz"
+    with pytest.raises(LeaseLost):
+        pack_artifact(folder, target, 1, guard=keeper_a.verify)
+    assert not target.exists() and list(tmp_path.glob(".model.tar.gz*")) == []
+    keeper_b = LeaseKeeper(store, job.id, token_b, 30)
+    pack_artifact(folder, target, 2, guard=keeper_b.verify)
+    assert target.is_file() and list(tmp_path.glob(".model.tar.gz*")) == []
+    with pytest.raises(TransitionRefused):
+        store.finish(job.id, token_a, JobStatus.succeeded)
+    store.finish(job.id, token_b, JobStatus.succeeded)
+    assert statuses(store, job.id).count("succeeded") == 1
+
+
+def test_run_attempt_drops_stale_deliveries(store: Store, settings: Settings) -> None:
+    job = new_job(store)
+    celery = make_celery(settings)
+    sent = queued_messages(settings)
+    outcome = run_attempt(
+        store,
+        settings,
+        job.id,
+        7,  # an attempt that is not the job's
+        "a@host",
+        lambda jid, att, countdown=None: dispatch(
+            celery, settings.queue_name, jid, att, countdown=countdown
+        ),
+    )
+    assert outcome == "skipped"
+    assert store.get_record(job.id).status == JobStatus.queued  # type: ignore[union-attr]
+    assert queued_messages(settings) == sent
+
+
+def test_a_deferral_whose_send_fails_is_rung_again_by_the_reaper(
+    store: Store, settings: Settings
+) -> None:
+    """The tenant is at its running limit, and sending the deferred message fails (Redis
+    blip): the job must not be orphaned."""
+    limited = settings.model_copy(update={"max_running_jobs_per_tenant": 1})
+    tenant = f"busy-{uuid.uuid4().hex[:6]}"
+    running = new_job(store, tenant)
+    assert store.claim(running.id, 1, "a@host", 60) is not None
+    waiting = new_job(store, tenant)
+    with pytest.raises(TenantAtLimit):
+        store.claim(waiting.id, 1, "b@host", 60, running_limit=1)
+
+    def failing_send(job_id: str, attempt: int, countdown: float | None = None) -> None:
+        raise redis.ConnectionError("the broker is down")  # an injected fault, once
+
+    with pytest.raises(redis.ConnectionError):
+        run_attempt(store, limited, waiting.id, 1, "b@host", failing_send)
+    assert store.get_record(waiting.id).status == JobStatus.queued  # type: ignore[union-attr]
+    celery = make_celery(limited)
+    wait_until(lambda: store.lost_message(waiting.id, 1), 30, "the receipt to expire", interval=0.5)
+    before = queued_messages(limited)
+    reap_once(store, celery, limited)
+    assert queued_messages(limited) == before + 1  # rung again
+    assert not store.lost_message(waiting.id, 1)  # and only once
+    reap_once(store, celery, limited)
+    assert queued_messages(limited) == before + 1
+
+
+def test_reap_once_requeues_a_job_whose_lease_expired_before_any_progress(
+    store: Store, settings: Settings
+) -> None:
+    job = new_job(store)
+    assert store.claim(job.id, 1, "gone@host", settings.lease_seconds) is not None
+    celery = make_celery(settings)
+    before = queued_messages(settings)
+    assert reap_once(store, celery, settings) == 0  # its lease is alive: nothing to do
+    wait_until(lambda: not store.lease_alive(job.id), 10, "the lease to expire")
+    time.sleep(0.1)
+    reap_once(store, celery, settings)
+    record = store.get_record(job.id)
+    assert record is not None and record.status == JobStatus.queued and record.attempt == 2
+    assert record.dispatched_attempt == 2
+    assert queued_messages(settings) == before + 1
