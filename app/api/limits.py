@@ -37,24 +37,34 @@ class BodyLimitMiddleware:
             await self._reject(send, upload, limit)
             return
         received = 0
-        started = False
+        started = over = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    over = True
                     raise UploadTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if over:
+                # The app turned our exception into an answer of its own (FastAPI answers 400
+                # for any error while reading a JSON body): ours replaces it.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send, upload, limit)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
+            if over and not started:
+                await self._reject(send, upload, limit)
         except UploadTooLarge:
             if started:
                 raise

@@ -48,7 +48,7 @@ def class_names(values: Iterable[object], max_labels: int) -> list[str]:
     return [str(v) for v in sorted(distinct, key=lambda v: v)]  # type: ignore[arg-type,return-value]
 
 
-def check_regression_targets(values: Iterable[object]) -> None:
-    for row, value in enumerate(values, start=1):
+def check_regression_targets(values: Iterable[object], first_row: int = 1) -> None:
+    for row, value in enumerate(values, start=first_row):
         if value is None or not isinstance(value, int | float) or not math.isfinite(value):
             raise LabelProblem(f"row {row}: regression label {value!r} is not a finite number")

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     allow_hub: bool = False
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     max_labels: int = Field(default=1000, ge=2)
+    # What one uploaded dataset may hold; checked while it is read, before it is listed.
+    max_rows: int = Field(default=5_000_000, ge=1)
+    max_columns: int = Field(default=1000, ge=1)
+    max_decoded_bytes: int = Field(default=4 * 1024**3, gt=0)  # Parquet, from its metadata
     # Per-tenant admission limits; over them a submission answers 429.
     max_running_jobs_per_tenant: int = Field(default=8, ge=1)
     max_queued_jobs_per_tenant: int = Field(default=1000, ge=1)

@@ -42,6 +42,7 @@ PREFIX = "ft"
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
 QUEUE_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 EVENTS_MAXLEN = 20_000
+HISTORY_MAX = 500  # evaluations kept per job in Redis (returned with every GET of the job)
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
@@ -674,13 +675,17 @@ class Store:
         self.r.set(self._progress(job_id), progress.model_dump_json(), ex=30 * 24 * 3600)
 
     def add_evaluation(self, job_id: str, record: Evaluation) -> None:
-        """Evaluations are keyed by step, so one repeated after a resume replaces, not adds."""
+        """Evaluations are keyed by step, so one repeated after a resume replaces, not adds.
+        At most HISTORY_MAX are kept: past that, every other older one is dropped (the curve
+        keeps its shape at half the resolution; the job's own history.json has them all)."""
         key = self._history(job_id)
-        existing = self.r.lrange(key, 0, -1)
-        kept = [h for h in existing if Evaluation.model_validate_json(h).step != record.step]
+        existing = [Evaluation.model_validate_json(h) for h in self.r.lrange(key, 0, -1)]
+        kept = sorted([e for e in existing if e.step != record.step] + [record], key=_step)
+        if len(kept) > HISTORY_MAX:
+            kept = [*kept[:-1:2], kept[-1]]  # thin the older ones; the newest always stays
         with self.r.pipeline() as pipe:
             pipe.delete(key)
-            pipe.rpush(key, *kept, record.model_dump_json())
+            pipe.rpush(key, *(e.model_dump_json() for e in kept))
             pipe.execute()
 
     def add_event(self, job_id: str, type: str, message: str, **data: Any) -> str:
@@ -728,6 +733,10 @@ class Store:
 
     def ping(self) -> bool:
         return bool(self.r.ping())
+
+
+def _step(evaluation: Evaluation) -> int:
+    return evaluation.step
 
 
 def public_job(

@@ -180,3 +180,18 @@ def test_reap_once_requeues_a_job_whose_lease_expired_before_any_progress(
     assert record is not None and record.status == JobStatus.queued and record.attempt == 2
     assert record.dispatched_attempt == 2
     assert queued_messages(settings) == before + 1
+
+
+def test_the_evaluation_history_stays_bounded(store: Store) -> None:
+    from app.core.schemas import Evaluation
+    from app.core.store import HISTORY_MAX
+
+    job = new_job(store)
+    for step in range(1, 3 * HISTORY_MAX + 1):
+        store.add_evaluation(job.id, Evaluation.at(step / 100, step, {"loss": 1 / step}))
+    store.add_evaluation(job.id, Evaluation.at(0.01, 1, {"loss": 9.0}))  # a repeat replaces
+    history = store.public_job(store.get_record(job.id), lambda i: i).history  # type: ignore[arg-type]
+    assert len(history) <= HISTORY_MAX
+    steps = [e.step for e in history]
+    assert steps == sorted(steps) and steps[-1] == 3 * HISTORY_MAX  # the newest is kept
+    assert len(set(steps)) == len(steps)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.core.schemas import Job, JobStatus
-from finetune import Client, RateLimited
+from finetune import Client, Invalid, RateLimited
 from tests.support.harness import RedisServer, Service, free_port, service_env
 from tests.support.jobs import upload_and_submit
 
@@ -128,3 +128,25 @@ def test_huge_bodies_are_refused_before_reading_or_authentication(
     grown_mb = (rss_kb(service.api.pid) - before) / 1024
     print(f"API RSS grew {grown_mb:.1f} MB")
     assert grown_mb < 20
+
+
+def test_a_parquet_bomb_is_refused_and_the_api_stays_small(
+    service: Service, alice: Client, tmp_path: Path
+) -> None:
+    """Under 2 MB uploaded, 10^8 rows decoded: refused from the file's footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bomb.parquet"
+    chunk = pa.table({"sentence": pa.array(["x"] * 1_000_000), "label": pa.array([1] * 1_000_000)})
+    with pq.ParquetWriter(path, chunk.schema, compression="zstd") as writer:
+        for _ in range(100):
+            writer.write_table(chunk)
+    assert service.api is not None
+    before = rss_kb(service.api.pid)
+    with pytest.raises(Invalid, match=r"100,000,000 rows, more than the limit") as refused:
+        alice.upload(path)
+    assert refused.value.param == "file"
+    grown_mb = (rss_kb(service.api.pid) - before) / 1024
+    print(f"API RSS grew {grown_mb:.1f} MB for a {path.stat().st_size / 1e6:.1f} MB bomb")
+    assert grown_mb < 30

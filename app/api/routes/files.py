@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.api.datafiles import STORED_SUFFIX, DataFileProblem, format_for, inspect_file
+from app.api.datafiles import STORED_SUFFIX, DataFileProblem, Limits, format_for, inspect_file
 from app.api.deps import SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.api.limits import UploadTooLarge
@@ -91,7 +91,8 @@ def build_router() -> APIRouter:
                         raise _too_large(limit)
                     out.write(chunk)
             try:
-                inspection = await run_in_threadpool(inspect_file, partial, fmt)
+                limits = Limits(settings.max_rows, settings.max_columns, settings.max_decoded_bytes)
+                inspection = await run_in_threadpool(inspect_file, partial, fmt, limits)
             except DataFileProblem as exc:
                 raise ApiError(422, "invalid_file", f"'{filename}': {exc}", "file") from exc
             partial.replace(final)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query
 from fastapi.responses import FileResponse
 
-from app.api.datafiles import DataFileProblem, check_text_column, distinct_labels, label_summary
+from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.core.catalog import UnknownModel, resolve_model
@@ -100,16 +98,10 @@ def validate_request(
                     f"are {', '.join(record.public.columns)}",
                     param,
                 )
+    text_columns = {k: v for k, v in columns.items() if k != "label_column"}
     classes: list[str] | None = None
     if train is not None:
-        path, fmt = Path(train.path), train.public.format
-        for param in ("text_column", "text_pair_column"):
-            if param in columns:
-                _check(partial(check_text_column, path, fmt, columns[param], param), param)
-        classes = _check(
-            lambda: label_summary(path, fmt, body.label_column, settings.max_labels),
-            "label_column",
-        )
+        classes, _ = _scan(train, text_columns, body.label_column, settings, None)
         metric = body.hyperparameters.early_stopping_metric
         allowed = REGRESSION_METRICS if classes is None else CLASSIFICATION_METRICS
         if metric not in allowed:
@@ -120,14 +112,7 @@ def validate_request(
                 "hyperparameters.early_stopping_metric",
             )
     if validation is not None and classes is not None:
-        vpath, vfmt = Path(validation.path), validation.public.format
-        for param in ("text_column", "text_pair_column"):
-            if param in columns:
-                _check(
-                    partial(check_text_column, vpath, vfmt, columns[param], param),
-                    "validation_file",
-                )
-        seen = _check(lambda: distinct_labels(vpath, vfmt, body.label_column), "validation_file")
+        _, seen = _scan(validation, text_columns, body.label_column, settings, "validation_file")
         unknown = sorted(seen - set(classes))
         if unknown:
             raise invalid(
@@ -137,11 +122,26 @@ def validate_request(
     return train, validation
 
 
-def _check(action: Callable[[], Any], param: str) -> Any:
+def _scan(
+    record: FileRecord,
+    text_columns: dict[str, str],
+    label_column: str,
+    settings: Settings,
+    param: str | None,
+) -> tuple[list[str] | None, set[str]]:
+    """The one read of a data file a submission makes; its problems answer 422 naming `param`
+    (or the column's own field)."""
     try:
-        return action()
+        return scan_columns(
+            Path(record.path),
+            record.public.format,
+            text_columns,
+            label_column,
+            settings.max_labels,
+            training=param is None,
+        )
     except DataFileProblem as exc:
-        raise invalid(str(exc), param) from exc
+        raise invalid(str(exc), param or exc.param) from exc
 
 
 def _snapshot(
