@@ -6,6 +6,7 @@
    queued (none lost). The burst's jobs are cancelled afterwards, so nothing trains for long.
 
     .venv/bin/python -m bench.load [--rate 1000] [--seconds 15] [--repeat 3] [--burst 500]
+        [--appendfsync always|everysec]
 
 Set-up and accounting go through `finetune.Client`; the load itself is raw asynchronous httpx,
 since an open-loop generator needs many requests in flight from one process.
@@ -125,13 +126,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3, help="polling runs (median reported)")
+    parser.add_argument(
+        "--appendfsync",
+        choices=["always", "everysec"],
+        default="always",
+        help="Redis' fsync policy: always = an answered write is on disk (the default)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_tiny_bert(root / "models" / "tiny")
         data = write_csv(root / "train.csv", ["sentence", "label"], sentiment_rows(200))
-        redis_server = RedisServer(free_port(), root / "redis").start()
+        redis_server = RedisServer(
+            free_port(), root / "redis", appendfsync=args.appendfsync
+        ).start()
         env = service_env(
             redis_server.url,
             root / "storage",

@@ -20,3 +20,5 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert report.duplicated == 0 and report.lost == 0, report.problems
     assert report.failed == 0, report.problems  # faults must never turn into failed jobs
     assert report.recoverable == 0, report.problems  # everything drained
+    # Bounded: every acknowledged job terminal within 3 minutes of the last fault.
+    assert report.drain_seconds is not None and report.drain_seconds < 180, report.lines()

@@ -470,3 +470,27 @@ def test_loopback_webhooks_are_refused_without_an_allow_list(
             client.submit(tiny_job_body(file_id, webhook_url=target))
         assert refused.value.param == "webhook_url", target
     assert client.jobs().data == []
+
+
+def test_answered_writes_survive_kill_9_of_redis(
+    stack: tuple[RedisServer, Service], data_dir: Path
+) -> None:
+    """Redis runs with appendfsync always here (as docker-compose.yml does): whatever the API
+    answered, and every terminal transition, is on disk before the answer."""
+    redis_server, svc = stack
+    client = client_for(svc)
+    uploaded = client.upload(data_dir / "train.csv")
+    job = client.submit(tiny_job_body(uploaded.id, hyperparameters={"epochs": 1}))
+    redis_server.stop(signal.SIGKILL)  # right after the 201
+    redis_server.start()
+    assert client.file(uploaded.id).id == uploaded.id
+    assert client.job(job.id).status == "queued"
+    svc.start_worker("after-crash")
+    done = finish(client, job.id)
+    assert done.status == "succeeded", done.error
+    redis_server.stop(signal.SIGKILL)  # right after the terminal transition
+    redis_server.start()
+    assert client.job(job.id).status == "succeeded"
+    time.sleep(3)  # a worker that thought otherwise would run it again now
+    assert status_events(client, job.id).count("succeeded") == 1
+    assert status_events(client, job.id).count("running") == 1

@@ -55,6 +55,7 @@ class RedisServer:
     port: int
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    appendfsync: str = "always"  # as docker-compose.yml: an answer is on disk (see README)
 
     @property
     def url(self) -> str:
@@ -74,7 +75,7 @@ class RedisServer:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.appendfsync,
                 "--dir",
                 str(self.data_dir),
             ],
