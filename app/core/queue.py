@@ -37,6 +37,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        # An hour on purpose: a message a worker took and lost is re-sent by the reaper within
+        # two leases (receipts, worker/reaper.py), a lost running job within one (leases); a
+        # shorter timeout would only re-deliver running jobs' messages, dropped as duplicates.
         broker_transport_options={"visibility_timeout": 3600},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
