@@ -16,7 +16,7 @@ import time
 
 from celery import Celery
 
-from app.core.queue import dispatch
+from app.core.lifecycle import ring
 from app.core.schemas import JobStatus
 from app.core.settings import Settings
 from app.core.store import Store
@@ -44,14 +44,13 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
             if requeued is None:
                 continue  # given up on (failed: its webhook is in the outbox) or not ours
             log.warning("re-queued job", extra={"job_id": job_id})
-            dispatch(celery, settings.queue_name, job_id, requeued.attempt)
-            store.mark_dispatched(job_id, requeued.attempt)
+            ring(store, celery, settings.queue_name, job_id, requeued.attempt)
             dispatched += 1
         elif record.status == JobStatus.queued and store.lost_message(job_id, record.attempt):
             # Taken off the queue by a worker that died (or stalled) before claiming it.
             log.warning("re-sending a job whose message was lost", extra={"job_id": job_id})
             store.forget_receipt(job_id)
-            dispatch(celery, settings.queue_name, job_id, record.attempt)
+            ring(store, celery, settings.queue_name, job_id, record.attempt)
             dispatched += 1
         elif (
             record.status == JobStatus.queued
@@ -61,8 +60,7 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
             log.warning(
                 "dispatching a job that was stored but never sent", extra={"job_id": job_id}
             )
-            dispatch(celery, settings.queue_name, job_id, record.attempt)
-            store.mark_dispatched(job_id, record.attempt)
+            ring(store, celery, settings.queue_name, job_id, record.attempt)
             dispatched += 1
     return dispatched
 

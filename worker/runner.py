@@ -28,7 +28,7 @@ from worker.reporter import StopSignal
 log = logging.getLogger("finetune.worker")
 ARTIFACT_NAME = "model.tar.gz"
 
-Dispatch = Callable[..., None]  # (job_id, attempt, countdown=None)
+Dispatch = Callable[..., None]  # (job_id, attempt, countdown=None): app.core.lifecycle.ring
 TENANT_LIMIT_RETRY_SECONDS = 5.0
 
 
@@ -322,6 +322,5 @@ def _hand_back(
     )
     if requeued is None:
         return "not_requeued"
-    dispatch(job_id, requeued.attempt)
-    store.mark_dispatched(job_id, requeued.attempt)
+    dispatch(job_id, requeued.attempt)  # rings and records it (app.core.lifecycle.ring)
     return "requeued"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.queue import RUN_JOB_TASK, dispatch
+from app.core.lifecycle import ring
+from app.core.queue import RUN_JOB_TASK
 from app.core.settings import get_settings
 from app.core.store import Store, connect
 from worker.celery_app import celery
@@ -31,7 +32,7 @@ def run_job(self: Any, job_id: str, attempt: int) -> str:
         job_id,
         attempt,
         worker_name,
-        lambda jid, att, countdown=None: dispatch(
-            celery, settings.queue_name, jid, att, countdown=countdown
+        lambda jid, att, countdown=None: ring(
+            store, celery, settings.queue_name, jid, att, countdown=countdown
         ),
     )

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.core.queue import dispatch, make_celery
+from app.core.lifecycle import ring
+from app.core.queue import make_celery
 from app.core.schemas import JobCreate, JobSpec, JobStatus
 from app.core.settings import Settings
 from app.core.store import JobRecord, Store, TenantAtLimit, TransitionRefused, connect, new_id, now
@@ -127,8 +128,8 @@ def test_run_attempt_drops_stale_deliveries(store: Store, settings: Settings) ->
         job.id,
         7,  # an attempt that is not the job's
         "a@host",
-        lambda jid, att, countdown=None: dispatch(
-            celery, settings.queue_name, jid, att, countdown=countdown
+        lambda jid, att, countdown=None: ring(
+            store, celery, settings.queue_name, jid, att, countdown=countdown
         ),
     )
     assert outcome == "skipped"

@@ -17,8 +17,9 @@ from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.core.catalog import UnknownModel, resolve_model
 from app.core.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
+from app.core.lifecycle import ring
 from app.core.netguard import UnsafeTarget, check_url, parse_allowed
-from app.core.queue import dispatch, get_celery
+from app.core.queue import get_celery
 from app.core.schemas import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -216,8 +217,7 @@ def create_job(
 
 def ring_doorbell(store: Store, queue: str, job_id: str, attempt: int) -> None:
     try:
-        dispatch(get_celery(), queue, job_id, attempt, patient=False)
-        store.mark_dispatched(job_id, attempt)
+        ring(store, get_celery(), queue, job_id, attempt, patient=False)
     except Exception:
         log.warning("could not send the job's message; the reaper will", extra={"job_id": job_id})
 

@@ -1,0 +1,95 @@
+"""How workers coordinate through Redis besides job records: the webhook outbox, receipts of
+job messages, heartbeats and draining flags."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from app.core.store.base import PREFIX, StoreBase
+
+
+class Coordination(StoreBase):
+    # -- the webhook outbox ------------------------------------------------------------------
+    def outbox_take(
+        self, sender: str, block_ms: int, reclaim_idle_ms: int
+    ) -> tuple[str, str, str] | None:
+        """The next webhook to send, as (entry id, job id, status): first one a vanished sender
+        held for longer than `reclaim_idle_ms`, else a new one (waiting up to `block_ms`)."""
+        try:
+            self.r.xgroup_create(self.OUTBOX, self.OUTBOX_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        _, claimed, *_ = self.r.xautoclaim(
+            self.OUTBOX, self.OUTBOX_GROUP, sender, min_idle_time=reclaim_idle_ms, count=1
+        )
+        entries = claimed or [
+            entry
+            for _, stream_entries in self.r.xreadgroup(
+                self.OUTBOX_GROUP, sender, {self.OUTBOX: ">"}, count=1, block=block_ms
+            )
+            or []
+            for entry in stream_entries
+        ]
+        for entry_id, fields in entries:
+            if fields:  # an entry deleted meanwhile comes back empty
+                return entry_id, fields["job_id"], fields["status"]
+            self.outbox_done(entry_id)
+        return None
+
+    def outbox_done(self, entry_id: str) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.xack(self.OUTBOX, self.OUTBOX_GROUP, entry_id)
+            pipe.xdel(self.OUTBOX, entry_id)
+            pipe.execute()
+
+    def outbox_length(self) -> int:
+        return int(self.r.xlen(self.OUTBOX))
+
+    # -- receipts: a worker has taken a job's message off the queue ---------------------------
+    # Celery's message for a job is only a doorbell: once a worker has taken it (it then sits
+    # in the broker's "unacked" set until the visibility timeout, an hour), a worker that dies
+    # before claiming the job would leave it queued and unserved for that hour. The worker
+    # notes the receipt with a time to live; a queued job whose last receipt has expired
+    # without a claim has lost its message, and the reaper rings again.
+    @staticmethod
+    def _receipt(job_id: str) -> str:
+        return f"{PREFIX}:job:{job_id}:receipt"
+
+    def note_receipt(self, job_id: str, attempt: int, worker: str, ttl_seconds: float) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.set(self._receipt(job_id), f"{attempt} {worker}", px=int(ttl_seconds * 1000))
+            pipe.set(self._receipt(job_id) + ":attempt", attempt, ex=30 * 24 * 3600)
+            pipe.execute()
+
+    def lost_message(self, job_id: str, attempt: int) -> bool:
+        """Whether this attempt's message was taken by a worker that then went silent."""
+        with self.r.pipeline() as pipe:
+            pipe.get(self._receipt(job_id) + ":attempt")
+            pipe.exists(self._receipt(job_id))
+            received, alive = pipe.execute()
+        return received is not None and int(received) == attempt and not alive
+
+    def forget_receipt(self, job_id: str) -> None:
+        self.r.delete(self._receipt(job_id), self._receipt(job_id) + ":attempt")
+
+    # -- workers ---------------------------------------------------------------------------
+    def worker_heartbeat(self, name: str, ttl_seconds: float) -> None:
+        self.r.set(f"{PREFIX}:worker:{name}", str(time.time()), px=int(ttl_seconds * 1000))
+
+    def live_workers(self) -> list[str]:
+        return [k.split(":", 2)[2] for k in self.r.scan_iter(f"{PREFIX}:worker:*", count=100)]
+
+    def set_draining(self, name: str, ttl_seconds: float = 3600) -> None:
+        self.r.set(f"{PREFIX}:draining:{name}", "1", ex=int(ttl_seconds))
+
+    def clear_draining(self, name: str) -> None:
+        self.r.delete(f"{PREFIX}:draining:{name}")
+
+    def is_draining(self, name: str) -> bool:
+        return bool(self.r.exists(f"{PREFIX}:draining:{name}"))
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
