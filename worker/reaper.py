@@ -20,6 +20,7 @@ from app.core.lifecycle import ring
 from app.core.schemas import JobStatus
 from app.core.settings import Settings
 from app.core.store import Store
+from worker.retention import apply_retention
 
 log = logging.getLogger("finetune.reaper")
 UNDISPATCHED_GRACE_SECONDS = 10.0
@@ -67,8 +68,12 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
 
 def reap_forever(store: Store, celery: Celery, settings: Settings) -> None:
     stop = threading.Event()
+    next_retention = 0.0
     while not stop.wait(settings.reaper_interval_seconds):
         try:
             reap_once(store, celery, settings)
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + settings.retention_interval_seconds
+                apply_retention(store, settings)
         except Exception:
             log.exception("reaper pass failed")

@@ -4,8 +4,10 @@ replica and fed by every worker) and this API process's request latency by route
 from __future__ import annotations
 
 import hmac
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
@@ -27,8 +29,9 @@ REQUEST_SECONDS = Histogram(
 
 
 class JobCollector:
-    def __init__(self, store: Store, queue_name: str, per_job: bool) -> None:
+    def __init__(self, store: Store, queue_name: str, storage_dir: Path, per_job: bool) -> None:
         self.store, self.queue_name, self.per_job = store, queue_name, per_job
+        self.storage_dir = storage_dir
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("finetune_jobs", "Jobs by status", labels=["status"])
@@ -40,6 +43,20 @@ class JobCollector:
             "Messages waiting in the job queue",
             value=self.store.r.llen(self.queue_name),
         )
+        yield GaugeMetricFamily(
+            "finetune_webhooks_pending",
+            "Terminal states whose webhook is not delivered yet (the outbox)",
+            value=self.store.outbox_length(),
+        )
+        disk = GaugeMetricFamily(
+            "finetune_storage_bytes",
+            "The storage folder's file system: used and free bytes",
+            labels=["kind"],
+        )
+        usage = shutil.disk_usage(self.storage_dir)
+        disk.add_metric(["used"], usage.used)
+        disk.add_metric(["free"], usage.free)
+        yield disk
         speed = GaugeMetricFamily(
             "finetune_training_tokens_per_second",
             "Real tokens per second of running jobs",
@@ -72,7 +89,9 @@ def build_router() -> APIRouter:
             presented, settings.operator_key.encode()
         )
         collector_registry = CollectorRegistry()
-        collector_registry.register(JobCollector(get_store(), settings.queue_name, operator))
+        collector_registry.register(
+            JobCollector(get_store(), settings.queue_name, settings.storage_dir, operator)
+        )
         body = generate_latest(registry) + generate_latest(collector_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

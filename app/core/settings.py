@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     worker_precision: Precision = "auto"
     # Tokenized datasets and pristine pretrained models a worker process keeps for later jobs.
     worker_cache_entries: int = Field(default=4, ge=0)
+    # Retention of finished jobs, applied by the workers' reaper (0: keep forever). Checkpoints
+    # are only needed to resume, so they go first; the record, events and model go with the job.
+    retain_checkpoints_days: float = Field(default=7.0, ge=0)
+    retain_jobs_days: float = Field(default=0.0, ge=0)
+    retention_interval_seconds: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     # Key for the X-Finetune-Signature HMAC on webhook calls (unsigned when empty).
     webhook_secret: str = ""

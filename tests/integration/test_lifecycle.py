@@ -196,3 +196,54 @@ def test_the_evaluation_history_stays_bounded(store: Store) -> None:
     steps = [e.step for e in history]
     assert steps == sorted(steps) and steps[-1] == 3 * HISTORY_MAX  # the newest is kept
     assert len(set(steps)) == len(steps)
+
+
+def test_listing_by_status_reads_that_status_alone(store: Store) -> None:
+    tenant = f"lister-{uuid.uuid4().hex[:6]}"
+    jobs = [new_job(store, tenant) for _ in range(5)]
+    token = store.claim(jobs[1].id, 1, "a@host", 60)
+    assert token is not None
+    store.finish(jobs[1].id, token, JobStatus.succeeded)
+    store.request_cancel(tenant, jobs[3].id)
+    queued, more = store.list_jobs(tenant, limit=2, status=JobStatus.queued)
+    assert [r.id for r in queued] == [jobs[4].id, jobs[2].id] and more  # newest first
+    rest, more = store.list_jobs(tenant, limit=2, status=JobStatus.queued, after=queued[-1].id)
+    assert [r.id for r in rest] == [jobs[0].id] and not more
+    assert [r.id for r in store.list_jobs(tenant, limit=10, status=JobStatus.succeeded)[0]] == [
+        jobs[1].id
+    ]
+    assert [r.id for r in store.list_jobs(tenant, limit=10, status=JobStatus.cancelled)[0]] == [
+        jobs[3].id
+    ]
+    assert len(store.list_jobs(tenant, limit=10)[0]) == 5
+
+
+def test_retention_removes_checkpoints_first_then_whole_jobs(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    from app.core.layout import checkpoint_dir, job_dir
+    from worker.retention import DAY, apply_retention
+
+    policy = settings.model_copy(
+        update={"storage_dir": tmp_path, "retain_checkpoints_days": 1, "retain_jobs_days": 3}
+    )
+    job = new_job(store)
+    token = store.claim(job.id, 1, "a@host", 60)
+    assert token is not None
+    finished = store.finish(job.id, token, JobStatus.succeeded)
+    assert finished.finished_at is not None
+    (checkpoint_dir(tmp_path, job.id)).mkdir(parents=True)
+    (checkpoint_dir(tmp_path, job.id) / "ckpt-1.index").write_text("x")
+    (job_dir(tmp_path, job.id) / "model.tar.gz").write_text("model")
+    at = finished.finished_at.timestamp()
+
+    assert apply_retention(store, policy, now=at + 0.5 * DAY) == {"checkpoints": 0, "jobs": 0}
+    assert apply_retention(store, policy, now=at + 1.5 * DAY) == {"checkpoints": 1, "jobs": 0}
+    assert not checkpoint_dir(tmp_path, job.id).exists()
+    assert (job_dir(tmp_path, job.id) / "model.tar.gz").exists()  # the model stays
+    assert store.get_record(job.id) is not None
+    assert apply_retention(store, policy, now=at + 1.6 * DAY) == {"checkpoints": 0, "jobs": 0}
+    assert apply_retention(store, policy, now=at + 3.5 * DAY) == {"checkpoints": 0, "jobs": 1}
+    assert store.get_record(job.id) is None and not job_dir(tmp_path, job.id).exists()
+    assert store.events(job.id, None, 10) == ([], False)
+    assert job.id not in [r.id for r in store.list_jobs(job.tenant, limit=100)[0]]

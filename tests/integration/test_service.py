@@ -368,6 +368,8 @@ def test_prometheus_metrics(alice: Client, service: Service, train_file: FileObj
             samples[name] = float(value)
     assert samples['finetune_jobs{status="succeeded"}'] >= 1
     assert "finetune_queue_length" in samples
+    assert samples['finetune_storage_bytes{kind="free"}'] > 0
+    assert "finetune_webhooks_pending" in samples
     assert samples["finetune_job_duration_seconds_count"] >= 1
     assert samples["finetune_job_queue_seconds_count"] >= 1
     assert any(

@@ -149,6 +149,15 @@ class StoreBase:
     def _file(file_id: str) -> str:
         return f"{PREFIX}:file:{file_id}"
 
+    @staticmethod
+    def _tenant_status(tenant: str, status: str) -> str:
+        """A tenant's jobs in one status, by creation time: a filtered listing reads only its
+        page, however many jobs the tenant has."""
+        return f"{PREFIX}:tenant:{tenant}:status:{status}"
+
     ACTIVE = f"{PREFIX}:jobs:active"  # ids of jobs not yet terminal, for the reaper
+    FINISHED = f"{PREFIX}:jobs:finished"  # terminal jobs by finish time, for retention
+    # Terminal jobs whose checkpoints are still on disk, by finish time, for retention.
+    FINISHED_WITH_CHECKPOINTS = f"{PREFIX}:jobs:finished:checkpoints"
     OUTBOX = f"{PREFIX}:webhooks"  # a stream: one entry per terminal state to announce
     OUTBOX_GROUP = "senders"

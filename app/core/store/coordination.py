@@ -11,6 +11,35 @@ from app.core.store.base import PREFIX, StoreBase
 
 
 class Coordination(StoreBase):
+    # -- retention of finished jobs ---------------------------------------------------------
+    def finished_before(self, cutoff: float, with_checkpoints: bool, limit: int = 100) -> list[str]:
+        """Terminal jobs that finished before `cutoff` (epoch seconds), oldest first."""
+        index = self.FINISHED_WITH_CHECKPOINTS if with_checkpoints else self.FINISHED
+        return list(self.r.zrangebyscore(index, "-inf", f"({cutoff}", start=0, num=limit))
+
+    def checkpoints_removed(self, job_id: str) -> None:
+        self.r.zrem(self.FINISHED_WITH_CHECKPOINTS, job_id)
+
+    def forget_job(self, job_id: str, tenant: str) -> None:
+        """Every key of a finished job (its files on disk are the caller's)."""
+        with self.r.pipeline() as pipe:
+            pipe.delete(
+                self._job(job_id),
+                self._events(job_id),
+                self._progress(job_id),
+                self._history(job_id),
+                self._lease(job_id),
+                self._cancel(job_id),
+                f"{PREFIX}:job:{job_id}:receipt",
+                f"{PREFIX}:job:{job_id}:receipt:attempt",
+            )
+            pipe.zrem(self._tenant_jobs(tenant), job_id)
+            for status in ("succeeded", "failed", "cancelled"):
+                pipe.zrem(self._tenant_status(tenant, status), job_id)
+            pipe.zrem(self.FINISHED, job_id)
+            pipe.zrem(self.FINISHED_WITH_CHECKPOINTS, job_id)
+            pipe.execute()
+
     # -- the webhook outbox ------------------------------------------------------------------
     def outbox_take(
         self, sender: str, block_ms: int, reclaim_idle_ms: int

@@ -49,6 +49,7 @@ class Transitions(Jobs, Stats):
                 raise TransitionRefused(f"job {job_id} does not exist")
             record = JobRecord.model_validate_json(raw)
             record_was_terminal = record.status in TERMINAL_STATUSES
+            previous_status = record.status  # `change` may update the record in place
             was_queued_never_started = record.started_at is None
             running_key = self._tenant_running(record.tenant)
             pipe.watch(running_key)
@@ -61,6 +62,12 @@ class Transitions(Jobs, Stats):
                     raise TenantAtLimit(f"tenant already runs {len(running)} jobs")
             pipe.multi()
             pipe.set(job_key, updated.model_dump_json())
+            if updated.status != previous_status:
+                created = updated.created_at.timestamp()
+                pipe.zrem(self._tenant_status(record.tenant, previous_status.value), job_id)
+                pipe.zadd(
+                    self._tenant_status(record.tenant, updated.status.value), {job_id: created}
+                )
             if now_running:
                 pipe.sadd(running_key, job_id)
             else:
@@ -74,6 +81,9 @@ class Transitions(Jobs, Stats):
                 pipe.delete(lease_key, self._cancel(job_id))
                 if record_was_terminal is False:
                     self._observe_end(pipe, updated)
+                    finished = (updated.finished_at or now()).timestamp()
+                    pipe.zadd(self.FINISHED, {job_id: finished})
+                    pipe.zadd(self.FINISHED_WITH_CHECKPOINTS, {job_id: finished})
                     if updated.request.webhook_url:
                         # In the same MULTI as the transition: one webhook per terminal state,
                         # whoever made it, and it survives any process dying after it.
