@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # are only needed to resume, so they go first; the record, events and model go with the job.
     retain_checkpoints_days: float = Field(default=7.0, ge=0)
     retain_jobs_days: float = Field(default=0.0, ge=0)
+    # Uploads (jobs keep their own link to their data, so this never breaks a job).
+    retain_uploads_days: float = Field(default=0.0, ge=0)
     retention_interval_seconds: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     # Key for the X-Finetune-Signature HMAC on webhook calls (unsigned when empty).

@@ -25,6 +25,7 @@ from finetune import Client, Invalid
 from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
 from tests.support.jobs import tiny_job_body
 from tests.support.jobs import upload_and_submit as submit_tiny_upload
+from tests.support.webhooks import Receiver
 
 # Long enough to be interrupted mid-way on tiny models: 100 steps an epoch.
 SLOW_JOB = {
@@ -345,31 +346,56 @@ def test_redis_down_answers_503_within_a_second(
 
 
 def test_sigstopped_worker_is_fenced_when_it_wakes_up(
-    stack: tuple[RedisServer, Service], data_dir: Path
+    tmp_path: Path, models_dir: Path, data_dir: Path
 ) -> None:
     """A worker frozen (SIGSTOP: a long GC pause, a suspended VM) past its lease loses the job
-    to another worker; woken up (SIGCONT), it must not write anything for it any more."""
-    redis_server, svc = stack
-    client = client_for(svc)
-    workers = {name: svc.start_worker(name) for name in ("sleepy", "awake")}
-    job_id = upload_and_submit(client, data_dir)
-    wait_for_step(client, job_id, 20)
-    store = Store(connect(redis_server.url))
-    holder = (store.get_record(job_id).worker or "").split("@")[0]  # type: ignore[union-attr]
-    frozen = workers[holder]
-    os.killpg(frozen.pid, signal.SIGSTOP)  # the pool child that trains, too
+    to another worker; woken up (SIGCONT), it must not write anything for it any more: the
+    model equals an uninterrupted run's, one terminal event, one webhook."""
+    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
+    env = service_env(
+        redis_server.url,
+        tmp_path / "storage",
+        models_dir,
+        FINETUNE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+    )
+    svc = Service(env, free_port(), tmp_path / "logs")
+    receiver = Receiver()
     try:
-        wait_until(lambda: client.job(job_id).attempt == 2, 60, "the job taken over")
+        svc.start_api()
+        client = client_for(svc)
+        workers = {name: svc.start_worker(name) for name in ("sleepy", "awake")}
+        job_id = submit_tiny_upload(
+            client,
+            data_dir / "train.csv",
+            webhook_url=receiver.url,
+            hyperparameters=SLOW_JOB,
+        ).id
+        wait_for_step(client, job_id, 20)
+        store = Store(connect(redis_server.url))
+        holder = (store.get_record(job_id).worker or "").split("@")[0]  # type: ignore[union-attr]
+        frozen = workers[holder]
+        os.killpg(frozen.pid, signal.SIGSTOP)  # the pool child that trains, too
+        try:
+            wait_until(lambda: client.job(job_id).attempt == 2, 60, "the job taken over")
+        finally:
+            os.killpg(frozen.pid, signal.SIGCONT)
+        done = finish(client, job_id)
+        assert done.status == "succeeded" and done.attempt == 2, done.error
+        log = svc.log_dir / f"worker-{holder}.log"
+        wait_until(lambda: "lease lost" in log.read_text(), 60, "the woken worker noticing")
+        assert frozen.poll() is None  # it dropped the job, not its life
+        clean = finish(client, upload_and_submit(client, data_dir))
+        for name, value in clean.metrics.items():
+            assert done.metrics[name] == pytest.approx(value, abs=1e-4), name
+        wait_until(lambda: any(c[0] == 200 for c in receiver.calls), 60, "the webhook")
+        time.sleep(5)  # longer than the retry delays: anything more would have come
+        mine = [c for c in receiver.calls if json.loads(c[2])["job"]["id"] == job_id]
+        assert [status for status, _, _ in mine] == [500, 200]  # one webhook (retried once)
+        assert status_events(client, job_id).count("succeeded") == 1
     finally:
-        os.killpg(frozen.pid, signal.SIGCONT)
-    done = finish(client, job_id)
-    assert done.status == "succeeded" and done.attempt == 2, done.error
-    log = svc.log_dir / f"worker-{holder}.log"
-    wait_until(lambda: "lease lost" in log.read_text(), 60, "the woken worker noticing")
-    assert status_events(client, job_id).count("succeeded") == 1
-    assert frozen.poll() is None  # it dropped the job, not its life
-    time.sleep(1)  # anything it would still write lands in the events
-    assert status_events(client, job_id).count("succeeded") == 1
+        receiver.server.shutdown()
+        svc.stop()
+        redis_server.stop(signal.SIGKILL)
 
 
 def test_reaper_dispatches_a_job_stored_but_never_sent(

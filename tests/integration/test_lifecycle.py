@@ -237,13 +237,39 @@ def test_retention_removes_checkpoints_first_then_whole_jobs(
     (job_dir(tmp_path, job.id) / "model.tar.gz").write_text("model")
     at = finished.finished_at.timestamp()
 
-    assert apply_retention(store, policy, now=at + 0.5 * DAY) == {"checkpoints": 0, "jobs": 0}
-    assert apply_retention(store, policy, now=at + 1.5 * DAY) == {"checkpoints": 1, "jobs": 0}
+    nothing = {"checkpoints": 0, "jobs": 0, "uploads": 0}
+    assert apply_retention(store, policy, now=at + 0.5 * DAY) == nothing
+    assert apply_retention(store, policy, now=at + 1.5 * DAY) == nothing | {"checkpoints": 1}
     assert not checkpoint_dir(tmp_path, job.id).exists()
     assert (job_dir(tmp_path, job.id) / "model.tar.gz").exists()  # the model stays
     assert store.get_record(job.id) is not None
-    assert apply_retention(store, policy, now=at + 1.6 * DAY) == {"checkpoints": 0, "jobs": 0}
-    assert apply_retention(store, policy, now=at + 3.5 * DAY) == {"checkpoints": 0, "jobs": 1}
+    assert apply_retention(store, policy, now=at + 1.6 * DAY) == nothing
+    assert apply_retention(store, policy, now=at + 3.5 * DAY) == nothing | {"jobs": 1}
     assert store.get_record(job.id) is None and not job_dir(tmp_path, job.id).exists()
     assert store.events(job.id, None, 10) == ([], False)
     assert job.id not in [r.id for r in store.list_jobs(job.tenant, limit=100)[0]]
+
+
+def test_retention_of_uploads(store: Store, settings: Settings, tmp_path: Path) -> None:
+    from app.core.schemas import FileObject
+    from app.core.store import FileRecord
+    from worker.retention import DAY, apply_retention
+
+    path = tmp_path / "train.csv"
+    path.write_text("sentence,label\na,1\n")
+    uploaded = FileObject(
+        id=new_id("file"),
+        filename="train.csv",
+        bytes=18,
+        format="csv",
+        rows=1,
+        columns=["sentence", "label"],
+        created_at=now(),
+    )
+    store.put_file(FileRecord(public=uploaded, tenant="t", path=str(path), dtypes={}))
+    policy = settings.model_copy(update={"storage_dir": tmp_path, "retain_uploads_days": 2})
+    at = uploaded.created_at.timestamp()
+    assert apply_retention(store, policy, now=at + DAY)["uploads"] == 0
+    assert store.get_file("t", uploaded.id) is not None
+    assert apply_retention(store, policy, now=at + 3 * DAY)["uploads"] == 1
+    assert store.get_file("t", uploaded.id) is None and not path.exists()

@@ -6,12 +6,9 @@ import hashlib
 import hmac
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,31 +18,7 @@ from finetune import Client, Invalid
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
 from tests.support.jobs import submit_tiny
-
-
-class Receiver:
-    """Answers 500 to the first delivery of each job (to exercise the retry), then 200."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                job_id = json.loads(body)["job"]["id"]
-                first = not any(json.loads(b)["job"]["id"] == job_id for _, _, b in receiver.calls)
-                status = 500 if first else 200
-                receiver.calls.append((status, dict(self.headers), body))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+from tests.support.webhooks import Receiver
 
 
 @pytest.fixture

@@ -157,6 +157,7 @@ class StoreBase:
 
     ACTIVE = f"{PREFIX}:jobs:active"  # ids of jobs not yet terminal, for the reaper
     FINISHED = f"{PREFIX}:jobs:finished"  # terminal jobs by finish time, for retention
+    FILES_BY_AGE = f"{PREFIX}:files:by_age"  # every upload by upload time, for retention
     # Terminal jobs whose checkpoints are still on disk, by finish time, for retention.
     FINISHED_WITH_CHECKPOINTS = f"{PREFIX}:jobs:finished:checkpoints"
     OUTBOX = f"{PREFIX}:webhooks"  # a stream: one entry per terminal state to announce

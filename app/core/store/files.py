@@ -12,7 +12,18 @@ class Files(StoreBase):
         with self.r.pipeline() as pipe:
             pipe.set(self._file(record.public.id), record.model_dump_json())
             pipe.zadd(self._tenant_files(record.tenant), {record.public.id: score})
+            pipe.zadd(self.FILES_BY_AGE, {record.public.id: score})
             pipe.execute()
+
+    def files_older_than(self, cutoff: float, limit: int = 100) -> list[FileRecord]:
+        """Uploads made before `cutoff` (epoch seconds), oldest first, for retention."""
+        ids = self.r.zrangebyscore(self.FILES_BY_AGE, "-inf", f"({cutoff}", start=0, num=limit)
+        raws = self.r.mget([self._file(i) for i in ids]) if ids else []
+        found = [FileRecord.model_validate_json(raw) for raw in raws if raw]
+        gone = set(ids) - {r.public.id for r in found}
+        if gone:  # deleted by their tenant meanwhile
+            self.r.zrem(self.FILES_BY_AGE, *gone)
+        return found
 
     def get_file(self, tenant: str, file_id: str) -> FileRecord | None:
         raw = self.r.get(self._file(file_id))
@@ -33,5 +44,6 @@ class Files(StoreBase):
         with self.r.pipeline() as pipe:
             pipe.delete(self._file(file_id))
             pipe.zrem(self._tenant_files(tenant), file_id)
+            pipe.zrem(self.FILES_BY_AGE, file_id)
             pipe.execute()
         return record
