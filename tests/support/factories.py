@@ -33,10 +33,11 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def build_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
     """A randomly initialised BERT (a few thousand weights) with a word-level vocabulary."""
-    import tf_keras
-    from transformers import BertConfig, BertTokenizerFast, TFBertModel
+    from worker.quiet import native_start_up_silenced  # Keras 2 and quiet, before TF loads
 
-    import worker  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+    with native_start_up_silenced():
+        import tf_keras
+        from transformers import BertConfig, BertTokenizerFast, TFBertModel
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = SPECIAL + sorted(set(POSITIVE + NEGATIVE + NEUTRAL)) + [".", ",", "!", "?"]
