@@ -273,3 +273,22 @@ def test_retention_of_uploads(store: Store, settings: Settings, tmp_path: Path) 
     assert store.get_file("t", uploaded.id) is not None
     assert apply_retention(store, policy, now=at + 3 * DAY)["uploads"] == 1
     assert store.get_file("t", uploaded.id) is None and not path.exists()
+
+
+def test_a_cancel_during_a_hand_back_is_announced_once(store: Store) -> None:
+    """SIGTERM hands the job back to the queue; a cancel then ends it at once. That terminal
+    state gets its webhook like any other (it used to get none)."""
+    job = new_job(store, webhook_url="http://127.0.0.1:9/hook")
+    token = store.claim(job.id, 1, "leaving@host", 60)
+    assert token is not None
+    handed = store.requeue(
+        job.id, token=token, reason="the worker shut down", max_attempts=3, graceful=True
+    )
+    assert handed is not None and handed.status == JobStatus.queued
+    before = store.outbox_length()
+    assert store.request_cancel(job.tenant, job.id).status == JobStatus.cancelled
+    assert store.outbox_length() == before + 1
+    taken = store.outbox_take("test-sender", block_ms=100, reclaim_idle_ms=60_000)
+    assert taken is not None and taken[1:] == (job.id, "cancelled")
+    store.outbox_done(taken[0])
+    assert store.outbox_length() == before
