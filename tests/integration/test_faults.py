@@ -520,3 +520,58 @@ def test_answered_writes_survive_kill_9_of_redis(
     time.sleep(3)  # a worker that thought otherwise would run it again now
     assert status_events(client, job.id).count("succeeded") == 1
     assert status_events(client, job.id).count("running") == 1
+
+
+@pytest.mark.slow
+def test_a_worker_frozen_while_saving_cannot_publish_over_its_successor(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """all-MiniLM-L6-v2 (90 MB to save and pack: seconds): the worker is frozen as soon as it
+    reports "saving model", loses its lease, and is woken once its successor has taken over.
+    Its late writes go to its own attempt's folder and its publish is refused; the job's model
+    is the successor's, equal to an uninterrupted run's; one terminal event."""
+    sst2 = Path(__file__).resolve().parents[1] / "data" / "sst2"
+    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
+    svc = Service(
+        service_env(redis_server.url, tmp_path / "storage", models_dir),
+        free_port(),
+        tmp_path / "logs",
+    )
+    try:
+        svc.start_api()
+        client = client_for(svc)
+        workers = {name: svc.start_worker(name) for name in ("frozen", "successor")}
+        body = {
+            "model": "all-MiniLM-L6-v2",
+            "training_file": client.upload(sst2 / "train.csv").id,
+            "validation_file": client.upload(sst2 / "validation.csv").id,
+            "text_column": "sentence",
+            "hyperparameters": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-4},
+        }
+        job = client.submit(body)
+        saving = wait_until(
+            lambda: next((e for e in client.events(job.id) if e.message == "saving model"), None),
+            300,
+            "the save",
+            interval=0.02,
+        )
+        assert saving is not None
+        store = Store(connect(redis_server.url))
+        holder = (store.get_record(job.id).worker or "").split("@")[0]  # type: ignore[union-attr]
+        os.killpg(workers[holder].pid, signal.SIGSTOP)
+        try:
+            assert client.job(job.id).status == "running"  # frozen before it could finish
+            wait_until(lambda: client.job(job.id).attempt == 2, 60, "the job taken over")
+        finally:
+            os.killpg(workers[holder].pid, signal.SIGCONT)
+        done = finish(client, job.id, timeout=300)
+        assert done.status == "succeeded" and done.attempt == 2, done.error
+        log = svc.log_dir / f"worker-{holder}.log"
+        wait_until(lambda: "lease lost" in log.read_text(), 120, "the woken worker noticing")
+        assert status_events(client, job.id).count("succeeded") == 1
+        clean = finish(client, client.submit(body).id, timeout=300)
+        for name, value in clean.metrics.items():
+            assert done.metrics[name] == pytest.approx(value, abs=1e-4), name
+    finally:
+        svc.stop()
+        redis_server.stop(signal.SIGKILL)
