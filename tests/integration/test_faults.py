@@ -22,7 +22,7 @@ from app.core.schemas import Job, JobCreate, JobSpec, JobStatus
 from app.core.settings import Settings
 from app.core.store import JobRecord, Store, connect, new_id, now
 from finetune import Client, Invalid
-from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
+from tests.support.harness import RedisServer, Service, running_service, wait_until
 from tests.support.jobs import tiny_job_body
 from tests.support.jobs import upload_and_submit as submit_tiny_upload
 from tests.support.webhooks import Receiver
@@ -39,16 +39,8 @@ SLOW_JOB = {
 
 @pytest.fixture
 def stack(tmp_path: Path, models_dir: Path) -> Iterator[tuple[RedisServer, Service]]:
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    svc = Service(
-        service_env(redis_server.url, tmp_path / "storage", models_dir),
-        free_port(),
-        tmp_path / "logs",
-    )
-    svc.start_api()
-    yield redis_server, svc
-    svc.stop()
-    redis_server.stop(signal.SIGKILL)
+    with running_service(tmp_path, models_dir) as running:
+        yield running
 
 
 def upload_and_submit(client: Client, data_dir: Path, **hyper: Any) -> str:
@@ -139,11 +131,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back(
 def test_job_whose_workers_keep_vanishing_fails_after_max_attempts(
     tmp_path: Path, models_dir: Path, data_dir: Path
 ) -> None:
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    env = service_env(redis_server.url, tmp_path / "storage", models_dir, FINETUNE_MAX_ATTEMPTS="2")
-    svc = Service(env, free_port(), tmp_path / "logs")
-    try:
-        svc.start_api()
+    with running_service(tmp_path, models_dir, FINETUNE_MAX_ATTEMPTS="2") as (_, svc):
         client = client_for(svc)
         job_id = upload_and_submit(client, data_dir, epochs=50)
         for attempt in (1, 2):
@@ -161,9 +149,6 @@ def test_job_whose_workers_keep_vanishing_fails_after_max_attempts(
         done = finish(client, job_id, timeout=60)
         assert done.status == "failed" and done.error and done.error.code == "worker_lost"
         assert "gave up after 2 attempts" in done.error.message
-    finally:
-        svc.stop()
-        redis_server.stop(signal.SIGKILL)
 
 
 def test_redis_restart_loses_nothing_and_running_job_finishes(
@@ -351,51 +336,44 @@ def test_sigstopped_worker_is_fenced_when_it_wakes_up(
     """A worker frozen (SIGSTOP: a long GC pause, a suspended VM) past its lease loses the job
     to another worker; woken up (SIGCONT), it must not write anything for it any more: the
     model equals an uninterrupted run's, one terminal event, one webhook."""
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    env = service_env(
-        redis_server.url,
-        tmp_path / "storage",
-        models_dir,
-        FINETUNE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-    )
-    svc = Service(env, free_port(), tmp_path / "logs")
     receiver = Receiver()
-    try:
-        svc.start_api()
-        client = client_for(svc)
-        workers = {name: svc.start_worker(name) for name in ("sleepy", "awake")}
-        job_id = submit_tiny_upload(
-            client,
-            data_dir / "train.csv",
-            webhook_url=receiver.url,
-            hyperparameters=SLOW_JOB,
-        ).id
-        wait_for_step(client, job_id, 20)
-        store = Store(connect(redis_server.url))
-        holder = (store.get_record(job_id).worker or "").split("@")[0]  # type: ignore[union-attr]
-        frozen = workers[holder]
-        os.killpg(frozen.pid, signal.SIGSTOP)  # the pool child that trains, too
+    with running_service(tmp_path, models_dir, FINETUNE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1") as (
+        redis_server,
+        svc,
+    ):
         try:
-            wait_until(lambda: client.job(job_id).attempt == 2, 60, "the job taken over")
+            client = client_for(svc)
+            workers = {name: svc.start_worker(name) for name in ("sleepy", "awake")}
+            job_id = submit_tiny_upload(
+                client,
+                data_dir / "train.csv",
+                webhook_url=receiver.url,
+                hyperparameters=SLOW_JOB,
+            ).id
+            wait_for_step(client, job_id, 20)
+            store = Store(connect(redis_server.url))
+            holder = (store.get_record(job_id).worker or "").split("@")[0]  # type: ignore[union-attr]
+            frozen = workers[holder]
+            os.killpg(frozen.pid, signal.SIGSTOP)  # the pool child that trains, too
+            try:
+                wait_until(lambda: client.job(job_id).attempt == 2, 60, "the job taken over")
+            finally:
+                os.killpg(frozen.pid, signal.SIGCONT)
+            done = finish(client, job_id)
+            assert done.status == "succeeded" and done.attempt == 2, done.error
+            log = svc.log_dir / f"worker-{holder}.log"
+            wait_until(lambda: "lease lost" in log.read_text(), 60, "the woken worker noticing")
+            assert frozen.poll() is None  # it dropped the job, not its life
+            clean = finish(client, upload_and_submit(client, data_dir))
+            for name, value in clean.metrics.items():
+                assert done.metrics[name] == pytest.approx(value, abs=1e-4), name
+            wait_until(lambda: any(c[0] == 200 for c in receiver.calls), 60, "the webhook")
+            time.sleep(5)  # longer than the retry delays: anything more would have come
+            mine = [c for c in receiver.calls if json.loads(c[2])["job"]["id"] == job_id]
+            assert [status for status, _, _ in mine] == [500, 200]  # one webhook (retried once)
+            assert status_events(client, job_id).count("succeeded") == 1
         finally:
-            os.killpg(frozen.pid, signal.SIGCONT)
-        done = finish(client, job_id)
-        assert done.status == "succeeded" and done.attempt == 2, done.error
-        log = svc.log_dir / f"worker-{holder}.log"
-        wait_until(lambda: "lease lost" in log.read_text(), 60, "the woken worker noticing")
-        assert frozen.poll() is None  # it dropped the job, not its life
-        clean = finish(client, upload_and_submit(client, data_dir))
-        for name, value in clean.metrics.items():
-            assert done.metrics[name] == pytest.approx(value, abs=1e-4), name
-        wait_until(lambda: any(c[0] == 200 for c in receiver.calls), 60, "the webhook")
-        time.sleep(5)  # longer than the retry delays: anything more would have come
-        mine = [c for c in receiver.calls if json.loads(c[2])["job"]["id"] == job_id]
-        assert [status for status, _, _ in mine] == [500, 200]  # one webhook (retried once)
-        assert status_events(client, job_id).count("succeeded") == 1
-    finally:
-        receiver.server.shutdown()
-        svc.stop()
-        redis_server.stop(signal.SIGKILL)
+            receiver.server.shutdown()
 
 
 def test_reaper_dispatches_a_job_stored_but_never_sent(
@@ -431,16 +409,10 @@ def test_reaper_dispatches_a_job_stored_but_never_sent(
 def test_worker_processes_are_recycled_after_their_job_budget(
     tmp_path: Path, models_dir: Path, data_dir: Path
 ) -> None:
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    env = service_env(
-        redis_server.url,
-        tmp_path / "storage",
-        models_dir,
-        FINETUNE_WORKER_MAX_JOBS_PER_PROCESS="1",
-    )
-    svc = Service(env, free_port(), tmp_path / "logs")
-    try:
-        svc.start_api()
+    with running_service(tmp_path, models_dir, FINETUNE_WORKER_MAX_JOBS_PER_PROCESS="1") as (
+        _,
+        svc,
+    ):
         svc.start_worker("recycled")
         client = client_for(svc)
         ids = [upload_and_submit(client, data_dir, epochs=1) for _ in range(2)]
@@ -453,9 +425,6 @@ def test_worker_processes_are_recycled_after_their_job_budget(
         pids = [{e["pid"] for e in entries if e.get("job_id") == job_id} for job_id in ids]
         assert all(len(p) == 1 for p in pids), pids  # each job ran in one process
         assert pids[0] != pids[1], pids  # and the second in a fresh one
-    finally:
-        svc.stop()
-        redis_server.stop(signal.SIGKILL)
 
 
 def test_worker_killed_between_receipt_and_claim_loses_no_job(
@@ -531,14 +500,7 @@ def test_a_worker_frozen_while_saving_cannot_publish_over_its_successor(
     Its late writes go to its own attempt's folder and its publish is refused; the job's model
     is the successor's, equal to an uninterrupted run's; one terminal event."""
     sst2 = Path(__file__).resolve().parents[1] / "data" / "sst2"
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    svc = Service(
-        service_env(redis_server.url, tmp_path / "storage", models_dir),
-        free_port(),
-        tmp_path / "logs",
-    )
-    try:
-        svc.start_api()
+    with running_service(tmp_path, models_dir) as (redis_server, svc):
         client = client_for(svc)
         workers = {name: svc.start_worker(name) for name in ("frozen", "successor")}
         body = {
@@ -572,6 +534,3 @@ def test_a_worker_frozen_while_saving_cannot_publish_over_its_successor(
         clean = finish(client, client.submit(body).id, timeout=300)
         for name, value in clean.metrics.items():
             assert done.metrics[name] == pytest.approx(value, abs=1e-4), name
-    finally:
-        svc.stop()
-        redis_server.stop(signal.SIGKILL)

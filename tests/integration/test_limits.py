@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import select
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import pytest
 
 from app.core.schemas import Job, JobStatus
 from finetune import Client, Invalid, RateLimited
-from tests.support.harness import RedisServer, Service, free_port, service_env
+from tests.support.harness import Service, running_service
 from tests.support.jobs import upload_and_submit
 
 KEYS = {"alice": "alice-key-123", "bob": "bob-key-456"}
@@ -28,18 +27,13 @@ def overlap(a: Job, b: Job) -> bool:
 
 
 def test_queued_and_running_limits(tmp_path: Path, models_dir: Path, data_dir: Path) -> None:
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    env = service_env(
-        redis_server.url,
-        tmp_path / "storage",
+    with running_service(
+        tmp_path,
         models_dir,
         ",".join(f"{t}:{k}" for t, k in KEYS.items()),
         FINETUNE_MAX_QUEUED_JOBS_PER_TENANT="2",
         FINETUNE_MAX_RUNNING_JOBS_PER_TENANT="1",
-    )
-    svc = Service(env, free_port(), tmp_path / "logs")
-    try:
-        svc.start_api()
+    ) as (_, svc):
         # No retries: the 429 is what this test looks at.
         alice = Client(svc.url, KEYS["alice"], retries=0)
         bob = Client(svc.url, KEYS["bob"], retries=0)
@@ -64,9 +58,6 @@ def test_queued_and_running_limits(tmp_path: Path, models_dir: Path, data_dir: P
         assert any(overlap(bob_done, j) for j in alice_done)
         logs = "".join(p.read_text() for p in svc.log_dir.glob("worker-*.log"))
         assert "'deferred'" in logs
-    finally:
-        svc.stop()
-        redis_server.stop(signal.SIGKILL)
 
 
 def rss_kb(pid: int) -> int:

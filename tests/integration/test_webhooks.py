@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from app.core.schemas import JobStatus
 from app.core.store import Store, connect
 from finetune import Client, Invalid
 from tests.conftest import WEBHOOK_SECRET
-from tests.support.harness import RedisServer, Service, free_port, service_env, wait_until
+from tests.support.harness import running_service, wait_until
 from tests.support.jobs import submit_tiny
 from tests.support.webhooks import Receiver
 
@@ -81,16 +80,10 @@ def test_webhook_waits_in_the_outbox_until_a_worker_can_send_it(
 ) -> None:
     """A queued job cancelled while no worker runs: its terminal state is written, and its
     webhook with it, by the API; it is sent (once) when a worker comes up, not lost."""
-    redis_server = RedisServer(free_port(), tmp_path / "redis").start()
-    env = service_env(
-        redis_server.url,
-        tmp_path / "storage",
-        models_dir,
-        FINETUNE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-    )
-    svc = Service(env, free_port(), tmp_path / "logs")
-    try:
-        svc.start_api()
+    with running_service(tmp_path, models_dir, FINETUNE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1") as (
+        redis_server,
+        svc,
+    ):
         client = Client(svc.url, "", retries=2, backoff=0.2)
         job = submit_tiny(
             client, client.upload(data_dir / "train.csv").id, webhook_url=receiver.url
@@ -106,6 +99,3 @@ def test_webhook_waits_in_the_outbox_until_a_worker_can_send_it(
         assert [status for status, _, _ in mine] == [500, 200]
         assert json.loads(mine[-1][2])["type"] == "job.cancelled"
         assert Store(connect(redis_server.url)).outbox_length() == 0
-    finally:
-        svc.stop()
-        redis_server.stop(signal.SIGKILL)

@@ -5,13 +5,14 @@ Everything listens on loopback, on free ports, and is stopped by the caller (or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,22 @@ def service_env(
     )
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def running_service(
+    workdir: Path, models: Path, api_keys: str = "", **extra: str
+) -> Iterator[tuple[RedisServer, Service]]:
+    """A Redis and an API of their own (workers are started by the caller), stopped after."""
+    redis_server = RedisServer(free_port(), workdir / "redis").start()
+    service = Service(
+        service_env(redis_server.url, workdir / "storage", models, api_keys, **extra),
+        free_port(),
+        workdir / "logs",
+    )
+    try:
+        service.start_api()
+        yield redis_server, service
+    finally:
+        service.stop()
+        redis_server.stop(signal.SIGKILL)
