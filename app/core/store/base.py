@@ -41,26 +41,18 @@ def connect(url: str, *, fail_fast: bool = False) -> redis.Redis:
     """A client that rides out a Redis restart of several seconds instead of failing a write
     (workers: hours of training must not fail over a blip), or, with `fail_fast` (the API: a
     person or a client with its own retries is waiting), one that gives up within a second."""
-    if fail_fast:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=0.3,
-            socket_timeout=2,
-            health_check_interval=10,
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.05), retries=1),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
     return redis.Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
+        socket_connect_timeout=0.3 if fail_fast else 2,
+        socket_timeout=2 if fail_fast else 10,
         health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40),
+        retry=Retry(
+            ExponentialBackoff(cap=0.1 if fail_fast else 1.0, base=0.05),
+            retries=1 if fail_fast else 40,
+        ),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-
 
 class FileRecord(BaseModel):
     public: FileObject
