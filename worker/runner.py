@@ -8,6 +8,7 @@ a Redis-backed reporter, then finish, fail or hand the job back, each fenced by 
 from __future__ import annotations
 
 import logging
+import shutil
 import tarfile
 import threading
 import time
@@ -146,6 +147,15 @@ def pack_artifact(
         tmp.unlink(missing_ok=True)
 
 
+def remove_other_attempts(storage: Path, job_id: str, attempt: int) -> None:
+    """Once this attempt's model is published, the output folders of attempts that were
+    interrupted while saving are of no use (a model's worth of disk each)."""
+    ours = attempt_output_dir(storage, job_id, attempt).parent
+    for folder in ours.parent.iterdir():
+        if folder != ours:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _until_written(action: Callable[[], Any], what: str, job_id: str) -> Any:
     """Terminal writes must land: retry through a Redis outage (bounded, about 10 minutes)."""
     for delay in [0.5] * 10 + [2.0] * 30 + [10.0] * 50:
@@ -233,6 +243,7 @@ def _run_claimed(
             )
         except OSError as exc:
             raise StorageError(f"could not pack the trained model: {exc}") from exc
+        remove_other_attempts(storage, job_id, attempt)
     except LeaseLost:
         return "lease_lost"
     except JobCancelled:
