@@ -54,6 +54,10 @@ class Hyperparameters(StrictModel):
     learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
     max_length: int = Field(default=128, ge=8, le=512)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        default="linear",
+        description="after the warm-up: linear or cosine decay to 0, or constant at the peak",
+    )
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     eval_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,29 @@ def test_dense_weights_get_the_usual_adam_update() -> None:
         plain.apply_gradients([(gradient, keras)])
     np.testing.assert_allclose(ours.numpy(), keras.numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(ours.numpy(), start)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        # peak 1e-3, 100 steps, 10 of warm-up; rates at steps 0, 5, 10, 55, 100
+        ("linear", [0.0, 5e-4, 1e-3, 5e-4, 0.0]),
+        ("cosine", [0.0, 5e-4, 1e-3, 5e-4, 0.0]),
+        ("constant", [0.0, 5e-4, 1e-3, 1e-3, 1e-3]),
+    ],
+)
+def test_learning_rate_schedules_by_hand(kind: str, expected: list[float]) -> None:
+    from worker.pipeline.optimizer import learning_rate_schedule
+
+    schedule = learning_rate_schedule(kind, 1e-3, total_steps=100, warmup_steps=10)  # type: ignore[arg-type]
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates == pytest.approx(expected, abs=1e-9)
+    # Cosine and linear agree at the ends and the middle, and differ elsewhere:
+    # a quarter of the way through the decay, cos gives (1 + cos(pi/4)) / 2 of the peak.
+    quarter = float(learning_rate_schedule(kind, 1e-3, 100, 10)(32.5))  # type: ignore[arg-type]
+    by_hand = {
+        "linear": 0.75e-3,
+        "cosine": (1 + math.cos(math.pi / 4)) / 2 * 1e-3,
+        "constant": 1e-3,
+    }
+    assert quarter == pytest.approx(by_hand[kind], rel=1e-5)

@@ -125,6 +125,7 @@ class Trainer:
             int(hp.warmup_ratio * self.total_steps),
             hp.weight_decay,
             hp.embedding_updates,
+            hp.lr_scheduler,
         )
         metrics = ["accuracy"] if labels.task == "classification" else []
         # No loss argument: transformers' models compute their own task loss.

@@ -54,6 +54,7 @@ def connect(url: str, *, fail_fast: bool = False) -> redis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
+
 class FileRecord(BaseModel):
     public: FileObject
     tenant: str
