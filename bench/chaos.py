@@ -25,10 +25,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drain-minutes", type=float, default=5)
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.keep or Path(tmp)
         report = run_chaos(
-            Path(tmp), args.minutes * 60, args.workers, args.seed, args.drain_minutes * 60
+            workdir, args.minutes * 60, args.workers, args.seed, args.drain_minutes * 60
         )
     print("\n".join(report.lines()))
     return 1 if report.duplicated or report.lost or report.recoverable else 0

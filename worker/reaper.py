@@ -30,40 +30,47 @@ def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
     """One pass; returns how many jobs it dispatched again."""
     dispatched = 0
     for job_id in store.active_job_ids():
-        record = store.get_record(job_id)
-        if record is None:
-            continue
-        if record.status in (JobStatus.running, JobStatus.cancelling):
-            if store.lease_alive(job_id):
-                continue
-            requeued = store.requeue(
-                job_id,
-                token=None,
-                reason="the worker running it stopped responding (lease expired)",
-                max_attempts=settings.max_attempts,
-            )
-            if requeued is None:
-                continue  # given up on (failed: its webhook is in the outbox) or not ours
-            log.warning("re-queued job", extra={"job_id": job_id})
-            ring(store, celery, settings.queue_name, job_id, requeued.attempt)
-            dispatched += 1
-        elif record.status == JobStatus.queued and store.lost_message(job_id, record.attempt):
-            # Taken off the queue by a worker that died (or stalled) before claiming it.
-            log.warning("re-sending a job whose message was lost", extra={"job_id": job_id})
-            store.forget_receipt(job_id)
-            ring(store, celery, settings.queue_name, job_id, record.attempt)
-            dispatched += 1
-        elif (
-            record.status == JobStatus.queued
-            and record.dispatched_attempt < record.attempt
-            and time.time() - record.queued_at > UNDISPATCHED_GRACE_SECONDS
-        ):
-            log.warning(
-                "dispatching a job that was stored but never sent", extra={"job_id": job_id}
-            )
-            ring(store, celery, settings.queue_name, job_id, record.attempt)
-            dispatched += 1
+        try:
+            dispatched += reap_job(store, celery, settings, job_id)
+        except Exception:  # one unreadable record must not stop the reaper for every job
+            log.exception("reaper: could not look after a job", extra={"job_id": job_id})
     return dispatched
+
+
+def reap_job(store: Store, celery: Celery, settings: Settings, job_id: str) -> int:
+    """Look after one active job; returns 1 when it was sent again."""
+    record = store.get_record(job_id)
+    if record is None:
+        return 0
+    if record.status in (JobStatus.running, JobStatus.cancelling):
+        if store.lease_alive(job_id):
+            return 0
+        requeued = store.requeue(
+            job_id,
+            token=None,
+            reason="the worker running it stopped responding (lease expired)",
+            max_attempts=settings.max_attempts,
+        )
+        if requeued is None:
+            return 0  # given up on (failed: its webhook is in the outbox) or not ours
+        log.warning("re-queued job", extra={"job_id": job_id})
+        ring(store, celery, settings.queue_name, job_id, requeued.attempt)
+        return 1
+    if record.status == JobStatus.queued and store.lost_message(job_id, record.attempt):
+        # Taken off the queue by a worker that died (or stalled) before claiming it.
+        log.warning("re-sending a job whose message was lost", extra={"job_id": job_id})
+        store.forget_receipt(job_id)
+        ring(store, celery, settings.queue_name, job_id, record.attempt)
+        return 1
+    if (
+        record.status == JobStatus.queued
+        and record.dispatched_attempt < record.attempt
+        and time.time() - record.queued_at > UNDISPATCHED_GRACE_SECONDS
+    ):
+        log.warning("dispatching a job that was stored but never sent", extra={"job_id": job_id})
+        ring(store, celery, settings.queue_name, job_id, record.attempt)
+        return 1
+    return 0
 
 
 def reap_forever(store: Store, celery: Celery, settings: Settings) -> None:

@@ -6,6 +6,7 @@ Request models are strict and forbid unknown fields: a typo or a smuggled option
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -188,7 +189,12 @@ class Evaluation(BaseModel):
 
     @property
     def metrics(self) -> dict[str, float]:
-        return {name: float(value) for name, value in (self.model_extra or {}).items()}
+        """The finite values (JSON has no NaN: a value that was not a number reads as null)."""
+        return {
+            name: float(value)
+            for name, value in (self.model_extra or {}).items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        }
 
     def summary(self) -> str:
         return ", ".join(f"{name} {value:.4f}" for name, value in self.metrics.items())

@@ -292,3 +292,33 @@ def test_a_cancel_during_a_hand_back_is_announced_once(store: Store) -> None:
     assert taken is not None and taken[1:] == (job.id, "cancelled")
     store.outbox_done(taken[0])
     assert store.outbox_length() == before
+
+
+def test_numbers_json_cannot_hold_never_break_a_job_view(store: Store) -> None:
+    """A diverged metric (NaN, infinity) must not make the job unreadable: JSON has no NaN, so
+    such a value was stored as null, and every read of the job then failed (HTTP 500)."""
+    from app.core.schemas import Evaluation
+
+    job = new_job(store)
+    token = store.claim(job.id, 1, "a@host", 60)
+    assert token is not None
+    store.add_evaluation(job.id, Evaluation.at(0.5, 5, {"loss": float("nan"), "accuracy": 0.5}))
+    metrics = {"loss": float("inf"), "accuracy": 0.5}
+    store.finish(job.id, token, JobStatus.succeeded, metrics=metrics)
+    view = store.public_job(store.get_record(job.id), lambda i: i)  # type: ignore[arg-type]
+    assert view.metrics == {"accuracy": 0.5}
+    assert view.history[0].metrics == {"accuracy": 0.5}
+    view.model_dump_json()  # what the API sends
+    store.add_event(job.id, "metric", "diverged", loss=float("nan"), rows=[float("inf"), 1.0])
+    events, _ = store.events(job.id, None, 1000)
+    assert events[-1].data == {"loss": None, "rows": [None, 1.0]}
+
+
+def test_one_unreadable_record_does_not_stop_the_reaper(store: Store, settings: Settings) -> None:
+    broken = new_job(store)
+    store.r.set(store._job(broken.id), "{not json")
+    lost = new_job(store)
+    assert store.claim(lost.id, 1, "gone@host", settings.lease_seconds) is not None
+    wait_until(lambda: not store.lease_alive(lost.id), 10, "the lease to expire")
+    assert reap_once(store, make_celery(settings), settings) == 1  # the other job is re-queued
+    assert store.get_record(lost.id).attempt == 2  # type: ignore[union-attr]

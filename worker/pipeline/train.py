@@ -26,7 +26,7 @@ from worker.callbacks import (
     StopWatcher,
 )
 from worker.checkpoints import Checkpointer, TrainState
-from worker.errors import InvalidInput, JobCancelled, JobInterrupted, OutOfMemory
+from worker.errors import InvalidInput, JobCancelled, JobInterrupted, OutOfMemory, TrainingDiverged
 from worker.pipeline.batching import (
     eval_batches,
     eval_labels,
@@ -163,6 +163,13 @@ class Trainer:
             metrics = classification_metrics(logits, self.eval_targets)
         else:
             metrics = regression_metrics(logits, self.eval_targets)
+        broken = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+        if broken:
+            raise TrainingDiverged(
+                f"validation {', '.join(broken)} became {metrics[broken[0]]} at step "
+                f"{self.state.global_step}: the model's outputs are no longer numbers; try a "
+                "lower learning_rate (or precision float32)"
+            )
         record = Evaluation.at(
             epoch=round(self.state.global_step / self.steps_per_epoch, 4),
             step=self.state.global_step,

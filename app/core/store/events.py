@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,17 @@ from app.core.schemas import (
     Progress,
 )
 from app.core.store.base import EVENTS_MAXLEN, HISTORY_MAX, StoreBase, now
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers, and the API refuses to send them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _step(evaluation: Evaluation) -> int:
@@ -42,7 +54,7 @@ class EventLog(StoreBase):
             "type": type,
             "message": message,
             "time": now().isoformat(),
-            "data": json.dumps(data, default=str),
+            "data": json.dumps(json_safe(data), default=str),
         }
         event_id: str = self.r.xadd(
             self._events(job_id), fields, maxlen=EVENTS_MAXLEN, approximate=True

@@ -8,6 +8,7 @@ statistics, the webhook outbox entry) are written in the same transaction."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -182,7 +183,8 @@ class Transitions(Jobs, Stats):
                 raise TransitionRefused("this worker no longer holds the job's lease")
             record.status, record.finished_at = status, now()
             record.error, record.has_artifact = error, has_artifact
-            record.metrics = metrics or {}
+            # Only finite values: JSON (and so the API and Redis) has no NaN or infinity.
+            record.metrics = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}
             record.warnings = warnings or []
             record.lease_token = None
             return record
