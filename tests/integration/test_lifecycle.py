@@ -150,13 +150,26 @@ def test_a_deferral_whose_send_fails_is_rung_again_by_the_reaper(
     with pytest.raises(TenantAtLimit):
         store.claim(waiting.id, 1, "b@host", 60, running_limit=1)
 
+    celery = make_celery(limited)
+    before = queued_messages(limited)
+    outcome = run_attempt(
+        store,
+        limited,
+        waiting.id,
+        1,
+        "b@host",
+        lambda jid, att, countdown=None: ring(
+            store, celery, limited.queue_name, jid, att, countdown=countdown
+        ),
+    )
+    assert outcome == "deferred" and queued_messages(limited) == before + 1  # offered again
+
     def failing_send(job_id: str, attempt: int, countdown: float | None = None) -> None:
         raise redis.ConnectionError("the broker is down")  # an injected fault, once
 
     with pytest.raises(redis.ConnectionError):
         run_attempt(store, limited, waiting.id, 1, "b@host", failing_send)
     assert store.get_record(waiting.id).status == JobStatus.queued  # type: ignore[union-attr]
-    celery = make_celery(limited)
     wait_until(lambda: store.lost_message(waiting.id, 1), 30, "the receipt to expire", interval=0.5)
     before = queued_messages(limited)
     reap_once(store, celery, limited)
