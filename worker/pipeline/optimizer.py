@@ -102,22 +102,8 @@ def build_optimizer(
     transformers' `create_optimizer` builds (AdamWeightDecay with weight decay, Keras' Adam
     without), else the lazy-embedding Adam."""
     schedule = learning_rate_schedule(scheduler, learning_rate, total_steps, warmup_steps)
-    if embedding_updates == "dense":
-        if weight_decay > 0:
-            return AdamWeightDecay(
-                learning_rate=schedule,
-                weight_decay_rate=weight_decay,
-                beta_1=0.9,
-                beta_2=0.999,
-                epsilon=1e-8,
-                exclude_from_weight_decay=NO_WEIGHT_DECAY,
-            )
-        return keras.optimizers.Adam(learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    return LazyEmbeddingAdam(
-        learning_rate=schedule,
-        weight_decay_rate=weight_decay,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        exclude_from_weight_decay=NO_WEIGHT_DECAY,
-    )
+    adam = {"learning_rate": schedule, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
+    if embedding_updates == "dense" and weight_decay == 0:
+        return keras.optimizers.Adam(**adam)
+    kind = AdamWeightDecay if embedding_updates == "dense" else LazyEmbeddingAdam
+    return kind(**adam, weight_decay_rate=weight_decay, exclude_from_weight_decay=NO_WEIGHT_DECAY)
