@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +68,14 @@ def new_job(store: Store, tenant: str = "lifecycle", **overrides: object) -> Job
     return store.create_job(record)
 
 
+def sender(store: Store, settings: Settings) -> Callable[..., None]:
+    """How a worker sends a job on (worker/tasks.py): the real queue, this test's own."""
+    celery = make_celery(settings)
+    return lambda jid, att, countdown=None: ring(
+        store, celery, settings.queue_name, jid, att, countdown=countdown
+    )
+
+
 def statuses(store: Store, job_id: str) -> list[str]:
     events, _ = store.events(job_id, None, 1000)
     return [e.data["status"] for e in events if "status" in e.data]
@@ -120,18 +128,10 @@ def test_a_worker_that_lost_its_lease_cannot_publish_the_artifact(
 
 def test_run_attempt_drops_stale_deliveries(store: Store, settings: Settings) -> None:
     job = new_job(store)
-    celery = make_celery(settings)
     sent = queued_messages(settings)
     outcome = run_attempt(
-        store,
-        settings,
-        job.id,
-        7,  # an attempt that is not the job's
-        "a@host",
-        lambda jid, att, countdown=None: ring(
-            store, celery, settings.queue_name, jid, att, countdown=countdown
-        ),
-    )
+        store, settings, job.id, 7, "a@host", sender(store, settings)
+    )  # attempt 7: not the job's
     assert outcome == "skipped"
     assert store.get_record(job.id).status == JobStatus.queued  # type: ignore[union-attr]
     assert queued_messages(settings) == sent
@@ -152,16 +152,7 @@ def test_a_deferral_whose_send_fails_is_rung_again_by_the_reaper(
 
     celery = make_celery(limited)
     before = queued_messages(limited)
-    outcome = run_attempt(
-        store,
-        limited,
-        waiting.id,
-        1,
-        "b@host",
-        lambda jid, att, countdown=None: ring(
-            store, celery, limited.queue_name, jid, att, countdown=countdown
-        ),
-    )
+    outcome = run_attempt(store, limited, waiting.id, 1, "b@host", sender(store, limited))
     assert outcome == "deferred" and queued_messages(limited) == before + 1  # offered again
 
     def failing_send(job_id: str, attempt: int, countdown: float | None = None) -> None:
