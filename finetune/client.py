@@ -33,6 +33,7 @@ from pydantic import BaseModel, TypeAdapter
 from app.core.schemas import (
     TERMINAL_STATUSES,
     Checkpoint,
+    EvaluationReport,
     Event,
     EventList,
     FileList,
@@ -334,6 +335,12 @@ class Client:
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         response = self.request("GET", f"/v1/jobs/{job_id}/checkpoints")
         return TypeAdapter(list[Checkpoint]).validate_json(response.content)
+
+    def report(self, job_id: str) -> EvaluationReport:
+        """The evaluation report of a succeeded job (confusion matrix, per-class scores, the
+        baseline); `NotFound` with code `report_not_ready` before it succeeds."""
+        response = self.request("GET", f"/v1/jobs/{job_id}/report")
+        return EvaluationReport.model_validate_json(response.content)
 
     def download(
         self,

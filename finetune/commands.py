@@ -28,6 +28,7 @@ from rich.table import Table
 
 from app.core.schemas import Event, Job, JobStatus
 from finetune.client import Client, FinetuneError
+from finetune.render import print_evaluation
 
 console = Console(stderr=True)
 out = Console()
@@ -166,7 +167,7 @@ def register(cli: typer.Typer) -> None:
     def status(
         job: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
     ) -> None:
-        """One job: status, progress, metrics."""
+        """One job: status and progress; once it succeeded, its evaluation report."""
         with connect(url, api_key) as client:
             data = client.job(job)
         if show(data, as_json):
@@ -176,6 +177,10 @@ def register(cli: typer.Typer) -> None:
             f"{data.id}  {data.status}  {data.model}  epoch {p.epoch}/{p.epochs}  "
             f"step {p.step}/{p.total_steps} ({p.percent:.0f}%)"
         )
+        if data.status == JobStatus.succeeded:
+            with connect(url, api_key) as client:
+                print_evaluation(client.report(job), out)
+            return
         if data.metrics:
             out.print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in data.metrics.items()))
         for warning in data.warnings:

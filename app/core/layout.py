@@ -14,6 +14,8 @@ from typing import Any
 
 ID_PATTERN = re.compile(r"^(file|job)_[0-9a-f]{32}$")
 CHECKPOINT_STATE_SUFFIX = ".state.json"
+# In every trained model folder; the API serves it (GET /v1/jobs/{id}/report).
+REPORT_FILE = "report.json"
 
 
 def is_valid_id(value: str, kind: str) -> bool:

@@ -200,6 +200,58 @@ class Evaluation(BaseModel):
         return ", ".join(f"{name} {value:.4f}" for name, value in self.metrics.items())
 
 
+class ClassScores(BaseModel):
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int = Field(description="validation rows whose true label this is")
+
+
+class ThresholdScores(BaseModel):
+    """Two classes: the scores if the positive class were predicted when its probability
+    reaches `threshold` (argmax is 0.5)."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    accuracy: float
+    predicted_positive: int
+
+
+class BinaryScores(BaseModel):
+    positive_label: str
+    roc_auc: float | None = Field(description="null when validation holds one class only")
+    pr_auc: float | None = Field(description="average precision of the positive class")
+    thresholds: list[ThresholdScores]
+
+
+class EvaluationReport(BaseModel):
+    """How good the model is on a labelled file: its scores beside the majority-class baseline
+    (classification) or the training mean (regression), and for classification the confusion
+    matrix and per-class scores. Written with every job (`report.json` in the model folder,
+    `GET /v1/jobs/{id}/report`)."""
+
+    object: Literal["evaluation_report"] = "evaluation_report"
+    task: Literal["classification", "regression"]
+    rows: int
+    metrics: dict[str, float]
+    baseline: dict[str, float] = Field(
+        description="classification: always answering the training set's most frequent class; "
+        "regression: always answering the training mean"
+    )
+    labels: list[str] = Field(default_factory=list)
+    confusion_matrix: list[list[int]] = Field(
+        default_factory=list,
+        description="rows: the true label, columns: the predicted label, both in `labels` order",
+    )
+    per_class: list[ClassScores] = Field(default_factory=list)
+    predicted_classes: int | None = None
+    binary: BinaryScores | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -38,7 +39,11 @@ def validation_file(alice: Client, data_dir: Path) -> FileObject:
 
 
 def test_upload_submit_poll_download_predict(
-    alice: Client, train_file: FileObject, validation_file: FileObject, tmp_path: Path
+    alice: Client,
+    train_file: FileObject,
+    validation_file: FileObject,
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
@@ -78,6 +83,24 @@ def test_upload_submit_poll_download_predict(
         ["a warm and fun film", "a cold and boring plot"], return_tensors="tf", padding=True
     )
     assert list(model(batch).logits.numpy().argmax(-1)) == [1, 0]
+
+    # The report's confusion matrix is the downloaded model's own, on the validation rows.
+    report = alice.report(done.id)
+    rows = list(csv.DictReader((data_dir / "validation.csv").open()))
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    assert report.labels == names and report.rows == len(rows)
+    encoded = tokenizer([r["sentence"] for r in rows], return_tensors="tf", padding=True)
+    predicted = model(encoded).logits.numpy().argmax(-1)
+    expected = [[0] * len(names) for _ in names]
+    for row, guess in zip(rows, predicted, strict=True):
+        expected[names.index(row["label"])][int(guess)] += 1
+    assert report.confusion_matrix == expected
+    assert report.metrics["accuracy"] == pytest.approx(done.metrics["accuracy"], abs=1e-6)
+    assert report.baseline["accuracy"] == done.metrics["baseline_accuracy"]
+    assert report.binary is not None and report.binary.roc_auc is not None
+    assert [c.support for c in report.per_class] == [sum(r) for r in expected]
+    with pytest.raises(NotFound, match="report"):
+        alice.report(submit_tiny(alice, train_file.id, hyperparameters={"epochs": 1}).id)
 
 
 @pytest.mark.parametrize(
@@ -547,3 +570,6 @@ def test_a_model_that_learned_nothing_succeeds_with_a_warning(
     assert "baseline_accuracy" in done.metrics
     warned = [e for e in alice.events(job.id) if e.type == "warning"]
     assert [e.message for e in warned] == done.warnings
+    report = alice.report(job.id)
+    assert report.warnings == done.warnings
+    assert report.predicted_classes == 1 or report.metrics["matthews_correlation"] <= 0.05

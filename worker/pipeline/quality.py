@@ -32,10 +32,6 @@ class QualityReport:
     predicted_classes: int  # how many distinct classes the model predicts on validation
     warnings: list[str] = field(default_factory=list)
 
-    def as_metrics(self) -> dict[str, float]:
-        """The baseline beside the model's own scores in the job's final metrics."""
-        return {f"baseline_{name}": value for name, value in self.baseline.items()}
-
 
 def majority_class(train_labels: np.ndarray) -> int:
     """The training set's most frequent class (ties: the lowest id, as argmax does)."""

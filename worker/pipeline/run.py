@@ -16,14 +16,15 @@ import tensorflow as tf
 import tf_keras
 
 from app.core.catalog import ModelRef
-from app.core.schemas import HubDataset, JobSpec
+from app.core.schemas import EvaluationReport, HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
-from worker.pipeline.data import LABELS, file_fingerprint, load_splits
+from worker.pipeline.data import LABELS, LoadedData, file_fingerprint, load_splits
 from worker.pipeline.encode import tokenize
 from worker.pipeline.model import find_model, load_model_and_tokenizer, model_flops_per_token
-from worker.pipeline.quality import judge_classification, majority_class
+from worker.pipeline.quality import majority_class
+from worker.pipeline.report import classification_report, regression_report
 from worker.pipeline.save import library_versions, save_outputs
 from worker.pipeline.train import Trainer
 from worker.reporter import Reporter
@@ -143,24 +144,17 @@ def _run(
         total_steps=trainer.total_steps,
     )
     result = trainer.run()
-    final, warnings = dict(result.final_metrics), []
-    if data.labels.task == "classification":
-        quality = judge_classification(
-            trainer.validation_logits().argmax(axis=-1),
-            trainer.eval_targets,
-            majority_class(np.asarray(data.train[LABELS])),
-            result.final_metrics,
-            data.labels.names,
-        )
-        final.update(quality.as_metrics())
-        warnings = quality.warnings
-        for warning in warnings:
-            reporter.event("warning", warning)
+    final = dict(result.final_metrics)
+    report = evaluation_report(trainer, data)
+    if report.task == "classification":
+        final.update({f"baseline_{k}": v for k, v in report.baseline.items()})
+    for warning in report.warnings:
+        reporter.event("warning", warning)
 
     reporter.event("stage", "saving model")
     metrics = {
         "final": final,
-        "warnings": warnings,
+        "warnings": report.warnings,
         "evaluations": [e.model_dump() for e in result.state.evaluations],
         "best_step": result.state.best_step,
         "stopped_early": result.stopped_early,
@@ -197,9 +191,20 @@ def _run(
         "evaluations": [e.model_dump() for e in result.state.evaluations],
     }
     reporter.assert_owner()
-    save_outputs(output_dir, model, tokenizer, metrics, job, history)
+    save_outputs(output_dir, model, tokenizer, metrics, job, history, report)
     reporter.event("stage", "saved model", metrics=final)
     return metrics
+
+
+def evaluation_report(trainer: Trainer, data: LoadedData) -> EvaluationReport:
+    """The final model (best weights restored, if early stopping kept them) on validation."""
+    outputs = trainer.validation_logits()
+    train_labels = np.asarray(data.train[LABELS])
+    if data.labels.task == "classification":
+        return classification_report(
+            outputs, trainer.eval_targets, data.labels.names, majority_class(train_labels)
+        )
+    return regression_report(outputs, trainer.eval_targets, float(train_labels.mean()))
 
 
 def shareable_spec(spec: JobSpec) -> dict[str, Any]:

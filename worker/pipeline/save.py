@@ -9,7 +9,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
-from app.core.layout import write_atomically
+from app.core.layout import REPORT_FILE, write_atomically
+from app.core.schemas import EvaluationReport
 from worker.errors import StorageError
 
 METRICS_FILE = "metrics.json"
@@ -39,12 +40,14 @@ def save_outputs(
     metrics: dict[str, Any],
     job: dict[str, Any],
     history: dict[str, Any],
+    report: EvaluationReport,
 ) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(output_dir))
         tokenizer.save_pretrained(str(output_dir))
         write_atomically(output_dir / HISTORY_FILE, json.dumps(history, indent=2))
+        write_atomically(output_dir / REPORT_FILE, report.model_dump_json(indent=2))
         write_atomically(output_dir / JOB_FILE, json.dumps(job, indent=2, default=str))
         # Last: its presence marks a complete output folder.
         write_atomically(output_dir / METRICS_FILE, json.dumps(metrics, indent=2))

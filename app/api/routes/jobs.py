@@ -16,7 +16,14 @@ from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.core.catalog import UnknownModel, resolve_model
-from app.core.layout import checkpoint_dir, is_valid_id, job_dir, list_checkpoints
+from app.core.layout import (
+    REPORT_FILE,
+    attempt_output_dir,
+    checkpoint_dir,
+    is_valid_id,
+    job_dir,
+    list_checkpoints,
+)
 from app.core.lifecycle import ring
 from app.core.netguard import UnsafeTarget, check_url, parse_allowed
 from app.core.queue import get_celery
@@ -24,6 +31,7 @@ from app.core.schemas import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     Checkpoint,
+    EvaluationReport,
     EventList,
     HubDataset,
     Job,
@@ -281,6 +289,23 @@ def job_checkpoints(
         )
         for c in list_checkpoints(checkpoint_dir(settings.storage_dir, job_id))
     ]
+
+
+@router.get("/{job_id}/report", response_model=EvaluationReport)
+def job_report(
+    job_id: str, tenant: TenantDep, store: StoreDep, settings: SettingsDep
+) -> EvaluationReport:
+    """The evaluation report on the job's validation data, written when it succeeds."""
+    record = _load(store, tenant, job_id)
+    path = attempt_output_dir(settings.storage_dir, job_id, record.attempt) / REPORT_FILE
+    if record.status != JobStatus.succeeded or not path.is_file():
+        raise ApiError(
+            404,
+            "report_not_ready",
+            f"job '{job_id}' is {record.status}: its report is written when it succeeds",
+            None,
+        )
+    return EvaluationReport.model_validate_json(path.read_bytes())
 
 
 @router.get(

@@ -1,0 +1,45 @@
+"""Reports as terminal tables (rich), shared by `finetune status`, `evaluate` and `report`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from app.core.schemas import EvaluationReport
+
+
+def print_evaluation(report: EvaluationReport, out: Console) -> None:
+    """Scores beside the baseline, then (classification) per-class scores, the confusion
+    matrix and, for two classes, the threshold table."""
+    scores = Table("metric", "model", "baseline", title=f"evaluation on {report.rows} rows")
+    for name, value in report.metrics.items():
+        base = report.baseline.get(name)
+        scores.add_row(name, f"{value:.4f}", f"{base:.4f}" if base is not None else "")
+    out.print(scores)
+    if report.task == "classification":
+        classes = Table("label", "precision", "recall", "f1", "support")
+        for row in report.per_class:
+            classes.add_row(
+                row.label, f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}",
+                str(row.support),
+            )  # fmt: skip
+        out.print(classes)
+        matrix = Table("true \\ predicted", *report.labels, title="confusion matrix")
+        for label, counts in zip(report.labels, report.confusion_matrix, strict=True):
+            matrix.add_row(label, *(str(c) for c in counts))
+        out.print(matrix)
+    if report.binary is not None:
+        b = report.binary
+        auc = f"ROC AUC {b.roc_auc:.4f}, PR AUC {b.pr_auc:.4f}" if b.roc_auc is not None else ""
+        thresholds = Table(
+            "threshold", "precision", "recall", "f1", "accuracy", f"predicted {b.positive_label}",
+            title=f"positive class '{b.positive_label}'  {auc}",
+        )  # fmt: skip
+        for t in b.thresholds:
+            thresholds.add_row(
+                f"{t.threshold:.1f}", f"{t.precision:.3f}", f"{t.recall:.3f}", f"{t.f1:.3f}",
+                f"{t.accuracy:.3f}", str(t.predicted_positive),
+            )  # fmt: skip
+        out.print(thresholds)
+    for warning in report.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
