@@ -115,18 +115,27 @@ def serve() -> None:
 
 
 @cli.command("worker")
-def run_worker(name: Annotated[str | None, typer.Option(help="unique worker name")] = None) -> None:
-    """One training worker (one per GPU: set CUDA_VISIBLE_DEVICES for each)."""
+def run_worker(
+    name: Annotated[str | None, typer.Option(help="unique worker name")] = None,
+    predictions: Annotated[
+        bool, typer.Option("--predictions", help="serve online predictions instead of training")
+    ] = False,
+) -> None:
+    """One training worker (one per GPU: set CUDA_VISIBLE_DEVICES for each), or with
+    --predictions one that answers POST /v1/jobs/{id}/predictions."""
     settings = get_settings()
+    queue = settings.prediction_queue_name if predictions else settings.queue_name
+    kind = "predictor" if predictions else "worker"
     command = worker_command(
-        name or f"worker-{os.getpid()}", settings.queue_name, settings.log_level
+        name or f"{kind}-{os.getpid()}", queue, settings.log_level, predictions=predictions
     )
     os.execvp(command[0], command)
 
 
 @cli.command()
 def up() -> None:
-    """Redis (if none answers), the API and one worker, in the foreground, each restarted if it
+    """Redis (if none answers), the API, one training worker and one prediction worker, in the
+    foreground, each restarted if it
     dies; Ctrl-C stops all."""
     settings = get_settings()
     supervisor = Supervisor(lambda line: console.print(f"[yellow]{line}[/yellow]"))
@@ -163,6 +172,12 @@ def up() -> None:
             time.sleep(0.1)
     supervisor.add("the API", api_command(settings.host, settings.port))
     supervisor.add("worker-1", worker_command("worker-1", settings.queue_name, settings.log_level))
+    supervisor.add(
+        "predictor-1",
+        worker_command(
+            "predictor-1", settings.prediction_queue_name, settings.log_level, predictions=True
+        ),
+    )
     console.print(f"API on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops")
     stop = threading.Event()
     # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self, TypeVar
@@ -43,6 +43,8 @@ from app.core.schemas import (
     JobList,
     JobStatus,
     ModelInfo,
+    Prediction,
+    PredictionList,
 )
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -341,6 +343,16 @@ class Client:
         baseline); `NotFound` with code `report_not_ready` before it succeeds."""
         response = self.request("GET", f"/v1/jobs/{job_id}/report")
         return EvaluationReport.model_validate_json(response.content)
+
+    def predict(self, job_id: str, texts: Sequence[str | tuple[str, str]]) -> list[Prediction]:
+        """The job's model on up to 64 texts (or (text, text_pair) tuples), in order."""
+        inputs = [
+            {"text": t} if isinstance(t, str) else {"text": t[0], "text_pair": t[1]} for t in texts
+        ]
+        response = self.request(  # no side effects: safe to send again
+            "POST", f"/v1/jobs/{job_id}/predictions", json={"inputs": inputs}, retry_unsafe=True
+        )
+        return PredictionList.model_validate_json(response.content).data
 
     def download(
         self,

@@ -26,8 +26,14 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_command(name: str, queue: str, log_level: str = "INFO") -> list[str]:
-    """One Celery worker process: one job at a time, TensorFlow only in its pool process."""
+def worker_command(
+    name: str, queue: str, log_level: str = "INFO", *, predictions: bool = False
+) -> list[str]:
+    """One Celery worker process: one job at a time, TensorFlow only in its pool process.
+
+    A prediction worker (`predictions`, consuming the prediction queue) runs its requests in
+    the worker process itself (the solo pool): the models it keeps loaded live as long as it
+    does, and a request never waits for a pool process."""
     return [
         sys.executable,
         "-m",
@@ -41,7 +47,7 @@ def worker_command(name: str, queue: str, log_level: str = "INFO") -> list[str]:
         "--concurrency",
         "1",
         "--pool",
-        "prefork",
+        "solo" if predictions else "prefork",
         "-Q",
         queue,
         "--hostname",

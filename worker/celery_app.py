@@ -18,9 +18,10 @@ from celery.signals import (
 )
 
 from app.core.logs import configure_logging
-from app.core.queue import make_celery
+from app.core.queue import RUN_JOB_TASK, make_celery
 from app.core.settings import get_settings
 from app.core.store import Store, connect
+from app.core.store.coordination import WorkerKind
 
 settings = get_settings()
 configure_logging(settings.log_level)
@@ -60,20 +61,17 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     name = getattr(sender, "hostname", "worker")
     _hostname["name"] = name
     store = Store(connect(settings.redis_url))
+    if _serves_predictions_only(sender):
+        # A prediction worker: its own heartbeat (GET /healthz counts it apart); the reaper
+        # and the webhook senders are the training workers' business.
+        _start_heartbeat(store, name, "predictor")
+        return
     try:
         store.clear_draining(name)
     except Exception:  # Redis down at start-up: the heartbeat and the reaper must start anyway
         log.warning("could not clear the draining flag")
 
-    def heartbeat() -> None:
-        while True:
-            try:
-                store.worker_heartbeat(name, ttl_seconds=15)
-            except Exception:  # Redis down: keep trying, the worker itself rides it out
-                log.warning("heartbeat failed")
-            threading.Event().wait(5)
-
-    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    _start_heartbeat(store, name, "worker")
     for index in range(WEBHOOK_SENDERS):
         threading.Thread(
             target=send_forever,
@@ -86,10 +84,32 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     ).start()
 
 
+def _serves_predictions_only(sender: Any) -> bool:
+    try:
+        queues = set(sender.app.amqp.queues.consume_from or {})
+    except AttributeError:
+        return False
+    return queues == {settings.prediction_queue_name}
+
+
+def _start_heartbeat(store: Store, name: str, kind: WorkerKind) -> None:
+    def heartbeat() -> None:
+        while True:
+            try:
+                store.worker_heartbeat(name, ttl_seconds=15, kind=kind)
+            except Exception:  # Redis down: keep trying, the worker itself rides it out
+                log.warning("heartbeat failed")
+            threading.Event().wait(5)
+
+    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+
+
 @task_received.connect
 def _note_receipt(request: Any = None, **_: Any) -> None:
     """In the parent, as a job's message arrives: see `Store.note_receipt`. The receipt lives
     two leases: time for the pool process to start and claim the job."""
+    if getattr(request, "name", None) != RUN_JOB_TASK:
+        return
     try:
         job_id, attempt = request.args[0], int(request.args[1])
         _parent_store().note_receipt(

@@ -1,16 +1,18 @@
-"""The one Celery task: thin on purpose; the attempt's logic is in worker/runner.py."""
+"""The Celery tasks, thin on purpose: a training attempt's logic is in worker/runner.py, a
+prediction's in worker/serving.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from app.core.lifecycle import ring
-from app.core.queue import RUN_JOB_TASK
+from app.core.queue import PREDICT_TASK, RUN_JOB_TASK
 from app.core.settings import get_settings
 from app.core.store import Store, connect
 from worker.celery_app import celery
 
 _store: dict[str, Store] = {}
+_server: dict[str, Any] = {}
 
 
 def get_store() -> Store:
@@ -36,3 +38,18 @@ def run_job(self: Any, job_id: str, attempt: int) -> str:
             store, celery, settings.queue_name, jid, att, countdown=countdown
         ),
     )
+
+
+@celery.task(name=PREDICT_TASK, acks_late=False)
+def predict(
+    request_id: str, job_id: str, attempt: int, inputs: list[dict[str, str | None]]
+) -> None:
+    """Acknowledged on receipt, unlike a training job: if this process dies, the caller's
+    timeout answers, and a re-delivery an hour later would help nobody."""
+    from worker.serving import ModelServer
+
+    settings = get_settings()
+    if "server" not in _server:
+        _server["server"] = ModelServer(settings)
+    reply = _server["server"].answer(job_id, attempt, inputs)
+    get_store().put_reply(request_id, reply, ttl_seconds=settings.prediction_timeout_seconds)

@@ -13,6 +13,7 @@ from celery import Celery
 from app.core.settings import Settings, get_settings
 
 RUN_JOB_TASK = "finetune.run_job"
+PREDICT_TASK = "finetune.predict"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -76,4 +77,28 @@ def dispatch(
             "interval_step": 0.5,
             "interval_max": 2.0,
         },
+    )
+
+
+def send_prediction(
+    celery: Celery,
+    queue: str,
+    request_id: str,
+    job_id: str,
+    attempt: int,
+    inputs: list[dict[str, str | None]],
+    timeout: float,
+) -> None:
+    """Ask a prediction worker; the answer comes back under `request_id` (the store's reply).
+    The message expires with the caller's patience: a worker never computes an answer nobody
+    waits for any more."""
+    celery.send_task(
+        PREDICT_TASK,
+        args=[request_id, job_id, attempt, inputs],
+        queue=queue,
+        expires=timeout,
+        # Logs show this instead of the arguments: users' texts stay out of the worker's log.
+        argsrepr=repr([request_id, job_id, attempt, f"<{len(inputs)} inputs>"]),
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
     )

@@ -252,6 +252,38 @@ class EvaluationReport(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+MAX_PREDICTION_INPUTS = 64
+PredictionText = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class PredictionInput(StrictModel):
+    text: PredictionText
+    text_pair: PredictionText | None = Field(
+        default=None, description="the second text, for jobs trained with a text_pair_column"
+    )
+
+
+class PredictionRequest(StrictModel):
+    inputs: list[PredictionInput] = Field(min_length=1, max_length=MAX_PREDICTION_INPUTS)
+
+
+class Prediction(BaseModel):
+    label: str | None = Field(default=None, description="classification: the predicted label")
+    score: float | None = Field(default=None, description="classification: its probability")
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="classification: every label's probability"
+    )
+    value: float | None = Field(default=None, description="regression: the predicted value")
+    tokens: int = Field(description="the input's length in tokens, before truncation")
+    truncated: bool = Field(description="longer than the job's max_length: the end was cut")
+
+
+class PredictionList(BaseModel):
+    object: Literal["list"] = "list"
+    job_id: str
+    data: list[Prediction]
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=1)
     max_attempts: int = Field(default=3, ge=1)
     reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    # Online predictions: their own queue and worker processes (`finetune worker --predictions`),
+    # so a long training job never holds a request up; each keeps its most recently used
+    # fine-tuned models loaded. The API waits this long for an answer, then says 503.
+    prediction_queue_name: str = "finetune-predictions"
+    prediction_timeout_seconds: float = Field(default=30.0, gt=0)
+    prediction_models_per_worker: int = Field(default=4, ge=1)
     # A fresh process after this many jobs frees memory TensorFlow keeps; 1 on GPU machines.
     worker_max_jobs_per_process: int = Field(default=20, ge=1)
     # Per-worker default; a job's own `precision` hyperparameter wins.

@@ -64,6 +64,16 @@ def test_dashboard_shows_a_finished_job_with_its_charts(
     assert points >= 10 and "accuracy" in metrics
     assert page.is_disabled("#cancel") and not page.is_disabled("#download")
     assert "job succeeded" in page.inner_text("#events")
+    # The report: the heat map holds the API's confusion matrix, the per-class table its labels.
+    page.wait_for_selector("#report:not([hidden]) #confusion td")
+    report = alice.report(job.id)
+    shown = page.evaluate(
+        "() => [...document.querySelectorAll('#confusion tbody tr')]"
+        ".map(r => [...r.cells].slice(1).map(c => Number(c.textContent)))"
+    )
+    assert shown == report.confusion_matrix
+    assert page.locator("#per-class tbody tr").count() == len(report.labels)
+    assert page.locator("#thresholds tbody tr").count() == 9
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-job.png"), full_page=True)
 

@@ -190,16 +190,24 @@ def test_up_restarts_a_dead_worker_and_keeps_the_api_serving(
 ) -> None:
     port = free_port()
     env = service_env(redis_server.url, tmp_path / "storage", models_dir)
-    env.update(FINETUNE_PORT=str(port), FINETUNE_QUEUE_NAME="up-test")
+    env.update(
+        FINETUNE_PORT=str(port),
+        FINETUNE_QUEUE_NAME="up-test",
+        FINETUNE_PREDICTION_QUEUE_NAME="up-test-predictions",
+    )
     log = tmp_path / "up.log"  # a file, not a pipe: nobody must block writing to it
     with log.open("w") as sink:
         up = subprocess.Popen([FINETUNE, "up"], env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
 
         def worker_pid() -> int | None:
-            return next((p for p, cmd in children(up.pid).items() if "celery" in cmd), None)
+            found = children(up.pid).items()
+            return next((p for p, cmd in found if "celery" in cmd and "prefork" in cmd), None)
 
         first = wait_until(worker_pid, 60, "the worker")
+        wait_until(
+            lambda: any("solo" in cmd for cmd in children(up.pid).values()), 60, "the predictor"
+        )
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code < 600,
             60,

@@ -102,6 +102,7 @@ class Service:
     log_dir: Path
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    predictors: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -144,6 +145,24 @@ class Service:
             )
         return process
 
+    def start_predictor(self, name: str | None = None) -> subprocess.Popen[bytes]:
+        """A prediction worker, once its heartbeat says it is up."""
+        name = name or f"p{len(self.predictors) + 1}-{os.getpid()}"
+        queue = self.env.get("FINETUNE_PREDICTION_QUEUE_NAME", "finetune-predictions")
+        process = self._spawn(
+            worker_command(name, queue, predictions=True), f"predictor-{name}.log"
+        )
+        self.predictors.append(process)
+        from app.core.store import Store, connect
+
+        store = Store(connect(self.env["FINETUNE_REDIS_URL"]))
+        wait_until(
+            lambda: any(n.startswith(name + "@") for n in store.live_workers("predictor")),
+            90,
+            f"predictor {name}'s heartbeat",
+        )
+        return process
+
     def worker_names(self) -> list[str]:
         from app.core.store import Store, connect
 
@@ -167,7 +186,7 @@ class Service:
                 process.wait(timeout=10)
 
     def stop(self) -> None:
-        for process in self.workers:
+        for process in self.workers + self.predictors:
             self.stop_worker(process, signal.SIGKILL)
         if self.api and self.api.poll() is None:
             self.api.terminate()

@@ -10,6 +10,8 @@ themselves.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.special import softmax
 from sklearn.metrics import (
@@ -27,7 +29,7 @@ from worker.pipeline.quality import judge_classification
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _round(value: float) -> float:
+def _round(value: float | np.floating[Any]) -> float:
     return round(float(value), 6)
 
 

@@ -24,9 +24,10 @@ def healthz(store: StoreDep) -> JSONResponse:
         body["redis"] = "ok"
         workers = store.live_workers()
         body["workers"] = len(workers)
+        body["prediction_workers"] = len(store.live_workers("predictor"))
     except RedisError as exc:
         body["redis"] = f"unreachable: {type(exc).__name__}"
-        body["workers"] = None
+        body["workers"] = body["prediction_workers"] = None
         return JSONResponse({"status": "degraded", **body}, status_code=503)
     body["status"] = "ok" if workers else "no_workers"
     return JSONResponse(body)

@@ -245,10 +245,77 @@ async function showJob(jobId) {
       item.className = e.type;
       return item;
     }));
+    if (job.status === "succeeded" && !reportShown) reportShown = await showReport(jobId);
     if (["succeeded", "failed", "cancelled"].includes(job.status)) clearInterval(timer);
   };
+  let reportShown = false;
   await refresh();
   timer = setInterval(refresh, 2000);
+}
+
+function tableOf(table, header, rows) {
+  table.replaceChildren();
+  const head = table.createTHead().insertRow();
+  for (const name of header) {
+    const th = document.createElement("th");
+    th.textContent = name;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const values of rows) {
+    const row = body.insertRow();
+    for (const value of values) cell(row, typeof value === "number" && !Number.isInteger(value) ? value.toFixed(3) : String(value ?? ""));
+  }
+  return body;
+}
+
+// The report of a succeeded job: scores beside the baseline, a confusion-matrix heat map (cell
+// shade = share of the true label's rows), per-class scores and, for two classes, thresholds.
+async function showReport(jobId) {
+  let report;
+  try {
+    report = await json(`/v1/jobs/${jobId}/report`);
+  } catch (e) {
+    return false;
+  }
+  document.getElementById("report").hidden = false;
+  document.getElementById("report-rows").textContent = report.rows;
+  document.getElementById("report-warnings").replaceChildren(...report.warnings.map((w) => {
+    const item = document.createElement("li");
+    item.textContent = w;
+    return item;
+  }));
+  tableOf(document.getElementById("report-scores"), ["metric", "model", "baseline"],
+    Object.entries(report.metrics).map(([name, value]) => [name, value, report.baseline[name]]));
+  if (report.task === "classification") {
+    const body = tableOf(document.getElementById("confusion"), ["true \\ predicted", ...report.labels],
+      report.confusion_matrix.map((counts, i) => [report.labels[i], ...counts]));
+    [...body.rows].forEach((row, i) => {
+      const total = report.confusion_matrix[i].reduce((a, b) => a + b, 0) || 1;
+      [...row.cells].slice(1).forEach((td, j) => {
+        const share = report.confusion_matrix[i][j] / total;
+        td.style.background = `rgba(52, 101, 164, ${share.toFixed(3)})`;
+        td.style.color = share > 0.5 ? "white" : "";
+        td.title = `${(100 * share).toFixed(1)}% of '${report.labels[i]}' rows`;
+      });
+    });
+    tableOf(document.getElementById("per-class"), ["label", "precision", "recall", "f1", "support"],
+      report.per_class.map((c) => [c.label, c.precision, c.recall, c.f1, c.support]));
+  }
+  const binary = document.getElementById("binary");
+  binary.replaceChildren();
+  if (report.binary) {
+    const b = report.binary;
+    const title = document.createElement("h4");
+    title.textContent = `Positive class '${b.positive_label}'` +
+      (b.roc_auc != null ? ` · ROC AUC ${b.roc_auc.toFixed(3)} · PR AUC ${b.pr_auc.toFixed(3)}` : "");
+    const table = document.createElement("table");
+    table.id = "thresholds";
+    tableOf(table, ["threshold", "precision", "recall", "f1", "accuracy", "predicted positive"],
+      b.thresholds.map((t) => [t.threshold.toFixed(1), t.precision, t.recall, t.f1, t.accuracy, t.predicted_positive]));
+    binary.append(title, table);
+  }
+  return true;
 }
 
 // -- routing ------------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ job messages, heartbeats and draining flags."""
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import redis
 
 from app.core.store.base import PREFIX, StoreBase
+
+WorkerKind = Literal["worker", "predictor"]
 
 
 class Coordination(StoreBase):
@@ -105,11 +108,28 @@ class Coordination(StoreBase):
         self.r.delete(self._receipt(job_id), self._receipt(job_id) + ":attempt")
 
     # -- workers ---------------------------------------------------------------------------
-    def worker_heartbeat(self, name: str, ttl_seconds: float) -> None:
-        self.r.set(f"{PREFIX}:worker:{name}", str(time.time()), px=int(ttl_seconds * 1000))
+    def worker_heartbeat(self, name: str, ttl_seconds: float, kind: WorkerKind = "worker") -> None:
+        self.r.set(f"{PREFIX}:{kind}:{name}", str(time.time()), px=int(ttl_seconds * 1000))
 
-    def live_workers(self) -> list[str]:
-        return [k.split(":", 2)[2] for k in self.r.scan_iter(f"{PREFIX}:worker:*", count=100)]
+    def live_workers(self, kind: WorkerKind = "worker") -> list[str]:
+        """Training workers, or (`kind="predictor"`) prediction workers, by heartbeat."""
+        return [k.split(":", 2)[2] for k in self.r.scan_iter(f"{PREFIX}:{kind}:*", count=100)]
+
+    # -- replies to online requests (predictions) ------------------------------------------
+    # The request travels as a Celery message on its own queue; its answer comes back in a
+    # one-off list the API blocks on (BLPOP), so no result backend's pub/sub is shared between
+    # the API's threads (Celery's is not thread-safe) and an answer nobody awaits expires.
+
+    @staticmethod
+    def reply_key(request_id: str) -> str:
+        return f"{PREFIX}:reply:{request_id}"
+
+    def put_reply(self, request_id: str, payload: str, ttl_seconds: float) -> None:
+        key = self.reply_key(request_id)
+        with self.r.pipeline() as pipe:
+            pipe.rpush(key, payload)
+            pipe.expire(key, max(1, int(ttl_seconds)))
+            pipe.execute()
 
     def set_draining(self, name: str, ttl_seconds: float = 3600) -> None:
         self.r.set(f"{PREFIX}:draining:{name}", "1", ex=int(ttl_seconds))

@@ -14,6 +14,7 @@ from app.core.schemas import (
     Job,
 )
 from app.core.store.base import JobRecord, StoreBase
+from app.core.store.coordination import Coordination
 from app.core.store.jobs import public_job
 
 
@@ -30,6 +31,23 @@ class AsyncReader:
             retry=AsyncRetry(ExponentialBackoff(cap=0.1, base=0.05), retries=1),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        # Blocking waits hold their connection for up to their timeout: a client of their own,
+        # without the 2 s socket timeout of the polls.
+        self.waits = redis_async.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=0.3
+        )
+
+    async def await_reply(self, request_id: str, timeout: float) -> str | None:
+        """The answer to an online request (`Coordination.put_reply`), or None after `timeout`."""
+        found = await self.waits.blpop([Coordination.reply_key(request_id)], timeout=timeout)
+        return None if found is None else str(found[1])
+
+    async def job_record(self, tenant: str, job_id: str) -> JobRecord | None:
+        raw = await self.r.get(StoreBase._job(job_id))
+        if raw is None:
+            return None
+        record = JobRecord.model_validate_json(raw)
+        return record if record.tenant == tenant else None
 
     async def job_view(
         self, tenant: str, job_id: str, artifact_url: Callable[[str], str]

@@ -1,0 +1,146 @@
+"""Online predictions from fine-tuned models, in prediction worker processes.
+
+A prediction worker (`finetune worker --predictions`) consumes its own queue, so a long
+training job never holds a request up. It keeps its most recently used models loaded (the
+folder a job saved, as `from_pretrained` loads it) with their forward pass traced once per
+input shape class, and answers every label's probability, as the job's `from_pretrained`
+model would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from scipy.special import softmax
+from transformers import (
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    TFAutoModelForSequenceClassification,
+    TFPreTrainedModel,
+)
+
+from app.core.layout import attempt_output_dir
+from app.core.settings import Settings
+from worker.cache import Lru
+
+log = logging.getLogger("finetune.serving")
+PAD_TO_MULTIPLE_OF = 16  # few distinct shapes, so few traces of the forward pass
+
+
+class PredictionFailed(Exception):
+    """Said to the caller as the request's error."""
+
+
+@dataclass
+class LoadedModel:
+    model: TFPreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    task: str
+    names: list[str]
+    max_length: int
+    forward: Any  # tf.function: model inputs -> logits
+
+    @classmethod
+    def load(cls, folder: Path) -> LoadedModel:
+        try:
+            job = json.loads((folder / "job.json").read_text())
+            model = TFAutoModelForSequenceClassification.from_pretrained(str(folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as exc:
+            raise PredictionFailed(f"could not load the job's model: {exc}") from exc
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        accepted = set(model.input_signature)
+
+        @tf.function(reduce_retracing=True)
+        def forward(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+            return model(batch, training=False).logits
+
+        def call(encoded: dict[str, np.ndarray]) -> np.ndarray:
+            batch = {k: tf.constant(v) for k, v in encoded.items() if k in accepted}
+            return np.asarray(forward(batch), dtype=np.float64)
+
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            task=job.get("task", "classification"),
+            names=names,
+            max_length=int(job["hyperparameters"]["max_length"]),
+            forward=call,
+        )
+
+    def predict(self, inputs: list[dict[str, str | None]]) -> list[dict[str, Any]]:
+        """One answer per input, in order. Inputs with and without a second text are encoded
+        separately (a tokenizer takes pairs for all rows or for none)."""
+        answers: list[dict[str, Any] | None] = [None] * len(inputs)
+        for paired in (False, True):
+            rows = [i for i, x in enumerate(inputs) if (x.get("text_pair") is not None) == paired]
+            if not rows:
+                continue
+            texts = [str(inputs[i]["text"]) for i in rows]
+            pairs = [str(inputs[i]["text_pair"]) for i in rows] if paired else None
+            lengths = [
+                len(ids) for ids in self.tokenizer(texts, pairs, truncation=False)["input_ids"]
+            ]
+            encoded = self.tokenizer(
+                texts,
+                pairs,
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+                return_tensors="np",
+            )
+            outputs = self.forward(dict(encoded))
+            for row, output, length in zip(rows, outputs, lengths, strict=True):
+                answers[row] = self._answer(output, length)
+        return [a for a in answers if a is not None]
+
+    def _answer(self, output: np.ndarray, length: int) -> dict[str, Any]:
+        common = {"tokens": length, "truncated": length > self.max_length}
+        if self.task == "regression":
+            return {"value": float(output[0]), **common}
+        probabilities = softmax(output)
+        best = int(probabilities.argmax())
+        return {
+            "label": self.names[best],
+            "score": float(probabilities[best]),
+            "scores": {name: float(p) for name, p in zip(self.names, probabilities, strict=True)},
+            **common,
+        }
+
+
+class ModelServer:
+    """The models this process keeps loaded, most recently used first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loaded: Lru[str, LoadedModel] = Lru(settings.prediction_models_per_worker)
+
+    def model(self, job_id: str, attempt: int) -> LoadedModel:
+        folder = attempt_output_dir(self.settings.storage_dir, job_id, attempt)
+        key = str(folder)
+        found = self.loaded.get(key)
+        if found is None:
+            if not (folder / "metrics.json").is_file():
+                raise PredictionFailed(f"job '{job_id}' has no trained model on this storage")
+            found = LoadedModel.load(folder)
+            self.loaded.put(key, found)
+            log.info("loaded a model for predictions", extra={"job_id": job_id})
+        return found
+
+    def answer(self, job_id: str, attempt: int, inputs: list[dict[str, str | None]]) -> str:
+        """The reply as JSON: {"data": [...]} or {"error": {"code", "message"}}."""
+        try:
+            return json.dumps({"data": self.model(job_id, attempt).predict(inputs)})
+        except PredictionFailed as exc:
+            return json.dumps({"error": {"code": "prediction_failed", "message": str(exc)}})
+        except Exception as exc:  # never leave the caller waiting for its timeout
+            log.exception("prediction failed", extra={"job_id": job_id})
+            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return json.dumps({"error": {"code": "internal_error", "message": message[:500]}})
