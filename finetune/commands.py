@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.core.schemas import Event, Job, JobStatus
+from app.core.schemas import MAX_PREDICTION_INPUTS, Event, Job, JobStatus
 from finetune.client import Client, FinetuneError
 from finetune.render import print_evaluation
 
@@ -215,6 +215,37 @@ def register(cli: typer.Typer) -> None:
             data = client.cancel(job)
         if not show(data, as_json):
             out.print(f"{data.id}  {data.status}")
+
+    @cli.command()
+    def predict(
+        job: str,
+        texts: Annotated[list[str] | None, typer.Argument(help="texts to classify")] = None,
+        from_file: Annotated[
+            Path | None, typer.Option("--from", help="a file of texts, one per line")
+        ] = None,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """The job's model on TEXTS (or --from FILE's lines): label and its probability."""
+        inputs = list(texts or [])
+        if from_file is not None:
+            lines = from_file.read_text(encoding="utf-8").splitlines()
+            inputs += [line for line in lines if line.strip()]
+        if not inputs:
+            fail("give texts, or --from FILE")
+        answers = []
+        with connect(url, api_key) as client:
+            for start in range(0, len(inputs), MAX_PREDICTION_INPUTS):
+                answers += client.predict(job, inputs[start : start + MAX_PREDICTION_INPUTS])
+        if as_json:
+            out.print_json(json.dumps([a.model_dump() for a in answers]))
+            return
+        for text, answer in zip(inputs, answers, strict=True):
+            said = f"{answer.value:.4f}" if answer.value is not None else answer.label
+            score = f"  {answer.score:.3f}" if answer.score is not None else ""
+            cut = "  (truncated)" if answer.truncated else ""
+            out.print(f"{said}{score}{cut}\t{text}", highlight=False, markup=False)
 
     @cli.command()
     def download(

@@ -72,6 +72,12 @@ def service(
 
 
 @pytest.fixture(scope="session")
+def predictor(service: Service) -> None:
+    """A prediction worker beside the service's training worker, started once when needed."""
+    service.start_predictor("main-predictor")
+
+
+@pytest.fixture(scope="session")
 def alice(service: Service) -> Client:
     return tenant_client(service, "alice")
 

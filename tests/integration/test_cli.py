@@ -29,7 +29,9 @@ def run(service: Service, *args: str, check: bool = True) -> subprocess.Complete
     return result
 
 
-def test_submit_watch_inspect_download(service: Service, data_dir: Path, tmp_path: Path) -> None:
+def test_submit_watch_inspect_download(
+    service: Service, predictor: None, data_dir: Path, tmp_path: Path
+) -> None:
     watched = run(
         service,
         "submit",
@@ -54,6 +56,17 @@ def test_submit_watch_inspect_download(service: Service, data_dir: Path, tmp_pat
 
     status = json.loads(run(service, "status", job_id, "--json").stdout)
     assert status["status"] == "succeeded" and status["progress"]["percent"] == 100
+    shown = run(service, "status", job_id).stdout
+    assert "confusion matrix" in shown and "baseline" in shown and "ROC AUC" in shown
+    (tmp_path / "texts.txt").write_text("a cold and boring plot\n\n")
+    answers = run(
+        service, "predict", job_id, "a warm and fun film", "--from", str(tmp_path / "texts.txt")
+    )
+    lines = answers.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("a warm and fun film")
+    for line in lines:  # label, its probability, the text
+        label, score = line.split()[:2]
+        assert label in ("0", "1") and 0.5 <= float(score) <= 1.0
     listed = json.loads(run(service, "list", "--json", "--limit", "100").stdout)
     assert job_id in {j["id"] for j in listed["data"]}
     events = run(service, "events", job_id).stdout

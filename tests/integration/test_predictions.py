@@ -10,7 +10,6 @@ import pytest
 
 from app.core.schemas import FileObject, Job, JobStatus
 from finetune import Client, Conflict, Invalid, NotFound
-from tests.support.harness import Service
 from tests.support.jobs import submit_tiny
 
 DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
@@ -20,11 +19,6 @@ TEXTS = [
     "the film",
     "fun fun fun but boring boring and cold and the plot the plot the film a film " * 3,
 ]
-
-
-@pytest.fixture(scope="module")
-def predictor(service: Service) -> None:
-    service.start_predictor()
 
 
 @pytest.fixture(scope="module")
