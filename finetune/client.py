@@ -33,6 +33,7 @@ from pydantic import BaseModel, TypeAdapter
 from app.core.schemas import (
     TERMINAL_STATUSES,
     Checkpoint,
+    DataReport,
     EvaluationReport,
     Event,
     EventList,
@@ -221,9 +222,9 @@ class Client:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _get(self, path: str, model: type[Model], **params: Any) -> Model:
+    def _get(self, path: str, answer: type[Model], **params: Any) -> Model:
         query = {k: v for k, v in params.items() if v is not None}
-        return model.model_validate_json(self.request("GET", path, params=query).content)
+        return answer.model_validate_json(self.request("GET", path, params=query).content)
 
     # -- files ------------------------------------------------------------------------------
     def upload(self, file: str | Path, *, filename: str | None = None) -> FileObject:
@@ -248,6 +249,28 @@ class Client:
 
     def file(self, file_id: str) -> FileObject:
         return self._get(f"/v1/files/{file_id}", FileObject)
+
+    def file_report(
+        self,
+        file_id: str,
+        *,
+        text_column: str | None = None,
+        label_column: str | None = None,
+        text_pair_column: str | None = None,
+        model: str | None = None,
+        max_length: int | None = None,
+    ) -> DataReport:
+        """The data report of an upload: labels, empty texts, duplicates, conflicts, case
+        variants and (with `model`) token lengths; `problems` would refuse a job."""
+        return self._get(
+            f"/v1/files/{file_id}/report",
+            DataReport,
+            text_column=text_column,
+            label_column=label_column,
+            text_pair_column=text_pair_column,
+            model=model,
+            max_length=max_length,
+        )
 
     def delete_file(self, file_id: str) -> FileObject:
         response = self.request("DELETE", f"/v1/files/{file_id}")

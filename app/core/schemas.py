@@ -284,6 +284,69 @@ class PredictionList(BaseModel):
     data: list[Prediction]
 
 
+class RowGroup(BaseModel):
+    """Rows that share a text: `rows` are data-row numbers counted from 1 (a CSV's header is
+    not a row), the first few only."""
+
+    text: str
+    rows: list[int]
+    labels: list[str] = Field(default_factory=list)
+
+
+class LabelVariant(BaseModel):
+    label: str
+    count: int
+    rows: list[int] = Field(description="the first rows holding this spelling")
+
+
+class TokenLengths(BaseModel):
+    """Lengths in the model's own tokens (special tokens included), before truncation."""
+
+    model: str
+    max_length: int
+    p50: int
+    p90: int
+    p95: int
+    p99: int
+    max: int
+    truncated_rows: int = Field(description="rows longer than max_length: their end is cut")
+    truncated_share: float
+
+
+class DataReport(BaseModel):
+    """What a data file holds and what is wrong with it, before any training time is spent.
+    `problems` make training pointless (a job is refused with them); `warnings` deserve a
+    look. Row numbers count data rows from 1."""
+
+    object: Literal["data_report"] = "data_report"
+    file_id: str
+    filename: str
+    rows: int
+    rows_checked: int = Field(description="less than `rows` when the file is over the limit")
+    text_column: str
+    text_pair_column: str | None = None
+    label_column: str
+    task: Literal["classification", "regression"]
+    label_counts: dict[str, int] = Field(default_factory=dict)
+    imbalance_ratio: float | None = Field(
+        default=None, description="rows of the most frequent label per row of the rarest"
+    )
+    empty_texts: int
+    empty_text_rows: list[int]
+    duplicate_texts: int = Field(description="rows repeating an earlier row's text and label")
+    duplicates: list[RowGroup]
+    conflicting_texts: int = Field(description="distinct texts that appear with several labels")
+    conflicts: list[RowGroup]
+    case_variants: list[list[LabelVariant]] = Field(
+        default_factory=list,
+        description="labels that differ only by case or surrounding spaces: one class to the "
+        "user, several to the model",
+    )
+    token_lengths: TokenLengths | None = None
+    problems: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=5_000_000, ge=1)
     max_columns: int = Field(default=1000, ge=1)
     max_decoded_bytes: int = Field(default=4 * 1024**3, gt=0)  # Parquet, from its metadata
+    # Data reports (GET /v1/files/{id}/report, and every submission) read at most this many rows.
+    data_report_max_rows: int = Field(default=200_000, ge=1)
     # Per-tenant admission limits; over them a submission answers 429.
     max_running_jobs_per_tenant: int = Field(default=8, ge=1)
     max_queued_jobs_per_tenant: int = Field(default=1000, ge=1)

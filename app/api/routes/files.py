@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from app.api.datacheck import ReportRequest, file_report
 from app.api.datafiles import STORED_SUFFIX, DataFileProblem, Limits, format_for, inspect_file
 from app.api.deps import SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.api.limits import UploadTooLarge
+from app.core.catalog import UnknownModel, resolve_model
 from app.core.layout import is_valid_id
-from app.core.schemas import FileList, FileObject
+from app.core.schemas import DataReport, FileList, FileObject
 from app.core.store import FileRecord, new_id, now
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -123,6 +127,67 @@ def build_router() -> APIRouter:
             raise not_found("file", file_id)
         return record.public
 
+    @router.get("/{file_id}/report", response_model=DataReport)
+    def get_report(
+        file_id: str,
+        tenant: TenantDep,
+        store: StoreDep,
+        settings: SettingsDep,
+        text_column: Annotated[str | None, Query(max_length=256)] = None,
+        label_column: Annotated[str | None, Query(max_length=256)] = None,
+        text_pair_column: Annotated[str | None, Query(max_length=256)] = None,
+        model: Annotated[
+            str | None, Query(max_length=200, description="token lengths in this model's tokens")
+        ] = None,
+        max_length: Annotated[int, Query(ge=8, le=512)] = 128,
+    ) -> DataReport:
+        """The data report: labels, empty texts, duplicates, conflicting labels, labels that
+        differ only by case, and with `model` token lengths and truncation. Columns default
+        to the usual names (text/sentence, label)."""
+        record = store.get_file(tenant, file_id) if is_valid_id(file_id, "file") else None
+        if record is None:
+            raise not_found("file", file_id)
+        names = record.public.columns
+        request = ReportRequest(
+            text_column=text_column or guess_column(names, TEXT_NAMES) or names[0],
+            pair_column=text_pair_column,
+            label_column=label_column or guess_column(names, LABEL_NAMES) or names[-1],
+            max_length=max_length,
+        )
+        for param, column in (
+            ("text_column", request.text_column),
+            ("label_column", request.label_column),
+            ("text_pair_column", request.pair_column),
+        ):
+            if column is not None and column not in names:
+                raise invalid(
+                    f"'{record.public.filename}' has no column '{column}'; its columns are "
+                    f"{', '.join(names)}",
+                    param,
+                )
+        if request.text_column == request.label_column:
+            raise invalid("text_column and label_column must differ", "label_column")
+        if model is not None:
+            try:
+                ref = resolve_model(model, settings.models_dir, settings.allow_hub)
+            except UnknownModel as exc:
+                raise invalid(str(exc), "model") from exc
+            folder = Path(ref.location) if ref.source == "local" else None
+            request = replace(request, model_name=model, model_folder=folder)
+        try:
+            report, _ = file_report(
+                Path(record.path),
+                record.public.format,
+                record.public.id,
+                record.public.filename,
+                record.public.rows,
+                request,
+                settings.data_report_max_rows,
+            )
+        except DataFileProblem as exc:
+            raise invalid(str(exc), None) from exc
+        return report
+
     @router.delete("/{file_id}", response_model=FileObject)
     def delete_file(file_id: str, tenant: TenantDep, store: StoreDep) -> FileObject:
         record = store.delete_file(tenant, file_id) if is_valid_id(file_id, "file") else None
@@ -130,9 +195,19 @@ def build_router() -> APIRouter:
             raise not_found("file", file_id)
         # Jobs keep their own copy of the path; a queued job that needs it fails readably.
         Path(record.path).unlink(missing_ok=True)
+        for cached in Path(record.path).parent.glob(f".{Path(record.path).name}.report-*"):
+            cached.unlink(missing_ok=True)
         return record.public
 
     return router
+
+
+TEXT_NAMES = ("text", "sentence", "review", "content")
+LABEL_NAMES = ("label", "labels", "sentiment", "class", "category")
+
+
+def guess_column(columns: list[str], names: tuple[str, ...]) -> str | None:
+    return next((c for c in columns if c.lower() in names), None)
 
 
 def _too_large(limit: int) -> ApiError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query
 from fastapi.responses import FileResponse
 
+from app.api.datacheck import Columns, ReportRequest, file_report, overlap_warning, read_columns
 from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
@@ -75,12 +77,19 @@ def _data_file(
     return record
 
 
-def validate_request(
-    body: JobCreate, tenant: str, store: Store, settings: Settings
-) -> tuple[FileRecord | None, FileRecord | None]:
+@dataclass
+class Checked:
+    """A submission that passed: its data files, and the data checks' warnings for its events."""
+
+    train: FileRecord | None
+    validation: FileRecord | None
+    warnings: list[str]
+
+
+def validate_request(body: JobCreate, tenant: str, store: Store, settings: Settings) -> Checked:
     """Everything that can be known before a worker sees the job; 422 naming the field."""
     try:
-        resolve_model(body.model, settings.models_dir, settings.allow_hub)
+        ref = resolve_model(body.model, settings.models_dir, settings.allow_hub)
     except UnknownModel as exc:
         raise invalid(str(exc), "model") from exc
     if body.webhook_url is not None:
@@ -128,7 +137,73 @@ def validate_request(
                 f"validation labels {', '.join(unknown[:10])} do not occur in the training file",
                 "validation_file",
             )
-    return train, validation
+    folder = Path(ref.location) if ref.source == "local" else None
+    return Checked(train, validation, check_data(body, train, validation, folder, settings))
+
+
+def check_data(
+    body: JobCreate,
+    train: FileRecord | None,
+    validation: FileRecord | None,
+    model_folder: Path | None,
+    settings: Settings,
+) -> list[str]:
+    """The data reports of the job's files (with its model's tokenizer and max_length): their
+    problems refuse the job, naming the rows; their warnings are returned for its events."""
+    request = ReportRequest(
+        text_column=body.text_column,
+        pair_column=body.text_pair_column,
+        label_column=body.label_column,
+        model_name=body.model,
+        model_folder=model_folder,
+        max_length=body.hyperparameters.max_length,
+    )
+    warnings: list[str] = []
+    columns: dict[str, Columns] = {}
+    for record, param, which in (
+        (train, "training_file", "training"),
+        (validation, "validation_file", "validation"),
+    ):
+        if record is None:
+            continue
+        try:
+            report, read = file_report(
+                Path(record.path),
+                record.public.format,
+                record.public.id,
+                record.public.filename,
+                record.public.rows,
+                replace(request, validation=which == "validation"),
+                settings.data_report_max_rows,
+            )
+        except DataFileProblem as exc:
+            raise invalid(str(exc), param) from exc
+        if report.problems:
+            raise invalid(f"{which} data: " + "; ".join(report.problems), param)
+        warnings += [f"{which} data: {w}" for w in report.warnings]
+        if read is not None:
+            columns[which] = read
+    if train is not None and validation is not None:
+        for which, record in (("training", train), ("validation", validation)):
+            if which not in columns:
+                columns[which] = read_columns(
+                    Path(record.path),
+                    record.public.format,
+                    body.text_column,
+                    body.text_pair_column,
+                    body.label_column,
+                    settings.data_report_max_rows,
+                )
+        overlap, every = overlap_warning(columns["training"], columns["validation"])
+        if every:
+            raise invalid(
+                "every validation row's text is also in the training file: validation would "
+                "only measure memory; use held-out rows",
+                "validation_file",
+            )
+        if overlap:
+            warnings.append(overlap)
+    return warnings
 
 
 def _scan(
@@ -184,7 +259,8 @@ def create_job(
         existing = store.find_idempotent(tenant, idempotency_key)
         if existing is not None:
             return store.public_job(existing, artifact_url)
-    train, validation = validate_request(body, tenant, store, settings)
+    checked = validate_request(body, tenant, store, settings)
+    train, validation = checked.train, checked.validation
     counts = store.count_active(tenant)
     if counts[JobStatus.queued] >= settings.max_queued_jobs_per_tenant:
         raise ApiError(
@@ -215,7 +291,7 @@ def create_job(
         spec=spec,
         created_at=now(),
     )
-    stored = store.create_job(record, idempotency_key)
+    stored = store.create_job(record, idempotency_key, checked.warnings)
     if stored.id == job_id:
         # The stored record is the acknowledgement; the message only rings the bell, after the
         # answer. Should it fail, the reaper sends it (a job stored but never dispatched).

@@ -36,8 +36,14 @@ class Jobs(EventLog):
         job_id = self.r.get(self._idempotency(tenant, key))
         return self.get_job(tenant, job_id) if job_id else None
 
-    def create_job(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
-        """Store a new queued job; with an idempotency key, a retry returns the first job.
+    def create_job(
+        self,
+        record: JobRecord,
+        idempotency_key: str | None = None,
+        warnings: list[str] | None = None,
+    ) -> JobRecord:
+        """Store a new queued job (`warnings`, e.g. the data checks', follow its first event);
+        with an idempotency key, a retry returns the first job.
 
         The key and the record are written in one script, so two concurrent retries can never
         both create a job."""
@@ -61,6 +67,8 @@ class Jobs(EventLog):
             assert existing is not None
             return existing
         self.add_event(record.id, "status", "job queued", status=JobStatus.queued.value)
+        for warning in warnings or []:
+            self.add_event(record.id, "warning", warning)
         return record
 
     def get_record(self, job_id: str) -> JobRecord | None:
