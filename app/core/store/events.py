@@ -49,15 +49,21 @@ class EventLog(StoreBase):
             pipe.rpush(key, *(e.model_dump_json() for e in kept))
             pipe.execute()
 
-    def add_event(self, job_id: str, type: str, message: str, **data: Any) -> str:
-        fields = {
+    @staticmethod
+    def event_fields(type: str, message: str, data: dict[str, Any]) -> dict[str, str]:
+        return {
             "type": type,
             "message": message,
             "time": now().isoformat(),
             "data": json.dumps(json_safe(data), default=str),
         }
+
+    def add_event(self, job_id: str, type: str, message: str, **data: Any) -> str:
         event_id: str = self.r.xadd(
-            self._events(job_id), fields, maxlen=EVENTS_MAXLEN, approximate=True
+            self._events(job_id),
+            self.event_fields(type, message, data),
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
         )
         return event_id
 

@@ -21,7 +21,14 @@ from app.core.schemas import (
     ErrorInfo,
     JobStatus,
 )
-from app.core.store.base import QUEUE_BUCKETS, JobRecord, TenantAtLimit, TransitionRefused, now
+from app.core.store.base import (
+    EVENTS_MAXLEN,
+    QUEUE_BUCKETS,
+    JobRecord,
+    TenantAtLimit,
+    TransitionRefused,
+    now,
+)
 from app.core.store.jobs import Jobs
 from app.core.store.stats import Stats
 
@@ -36,8 +43,12 @@ class Transitions(Jobs, Stats):
         set_lease: tuple[str, float] | None = None,
         drop_lease: bool = False,
         running_limit: int | None = None,
+        event: tuple[str, str, dict[str, Any]] | None = None,
     ) -> JobRecord:
         """Apply `change(record, current_lease_token)` atomically; it raises TransitionRefused.
+
+        `event` (type, message, data) is appended in the same MULTI: a reader that sees the new
+        status also sees the event that says why.
 
         `set_lease=(token, seconds)` takes the lease in the same MULTI when the job ends up
         running; `drop_lease` releases it. With `running_limit`, a job may only start running
@@ -93,6 +104,13 @@ class Transitions(Jobs, Stats):
                 pipe.delete(lease_key)
             elif set_lease is not None and updated.status == JobStatus.running:
                 pipe.set(lease_key, set_lease[0], px=int(set_lease[1] * 1000))
+            if event is not None:
+                pipe.xadd(
+                    self._events(job_id),
+                    self.event_fields(*event),
+                    maxlen=EVENTS_MAXLEN,
+                    approximate=True,
+                )
             if was_queued_never_started and updated.started_at is not None:
                 queued_for = (updated.started_at - updated.created_at).total_seconds()
                 self._observe(pipe, "queue_seconds", queued_for, QUEUE_BUCKETS)
@@ -189,16 +207,10 @@ class Transitions(Jobs, Stats):
             record.lease_token = None
             return record
 
-        updated = self._transition(job_id, change)
         message = f"job {status.value}" + (f": {error.message}" if error else "")
-        self.add_event(
-            job_id,
-            "error" if status == JobStatus.failed else "status",
-            message,
-            status=status.value,
-            **({"code": error.code} if error else {}),
-        )
-        return updated
+        data: dict[str, Any] = {"status": status.value, **({"code": error.code} if error else {})}
+        kind = "error" if status == JobStatus.failed else "status"
+        return self._transition(job_id, change, event=(kind, message, data))
 
     def requeue(
         self,
