@@ -28,7 +28,7 @@ from rich.table import Table
 
 from app.core.schemas import MAX_PREDICTION_INPUTS, Event, Job, JobStatus
 from finetune.client import Client, FinetuneError
-from finetune.render import print_evaluation
+from finetune.render import print_data_report, print_evaluation
 
 console = Console(stderr=True)
 out = Console()
@@ -86,6 +86,33 @@ def register(cli: typer.Typer) -> None:
             out.print(
                 f"{data.id}  {data.filename}  {data.rows} rows  columns: {', '.join(data.columns)}"
             )
+
+    @cli.command()
+    def report(
+        file: Annotated[str, typer.Argument(help="a local file (uploaded for you) or a file id")],
+        text_column: str | None = None,
+        label_column: str | None = None,
+        text_pair_column: str | None = None,
+        model: Annotated[str | None, typer.Option(help="count tokens with its tokenizer")] = None,
+        max_length: int | None = None,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """The data report of a dataset; exits 1 when it has problems a job would refuse."""
+        with connect(url, api_key) as client:
+            data = client.file_report(
+                _file_id(client, file),
+                text_column=text_column,
+                label_column=label_column,
+                text_pair_column=text_pair_column,
+                model=model,
+                max_length=max_length,
+            )
+        if not show(data, as_json):
+            print_data_report(data, out)
+        if data.problems:
+            raise typer.Exit(1)
 
     @cli.command()
     def submit(

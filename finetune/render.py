@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from app.core.schemas import EvaluationReport
+from app.core.schemas import DataReport, EvaluationReport
 
 
 def print_evaluation(report: EvaluationReport, out: Console) -> None:
@@ -43,3 +43,31 @@ def print_evaluation(report: EvaluationReport, out: Console) -> None:
         out.print(thresholds)
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def print_data_report(report: DataReport, out: Console) -> None:
+    """Labels and their counts, lengths, then each finding with its rows."""
+    checked = "" if report.rows_checked == report.rows else f" (first {report.rows_checked})"
+    out.print(
+        f"{report.filename}: {report.rows} rows{checked}, text '{report.text_column}'"
+        + (f" + '{report.text_pair_column}'" if report.text_pair_column else "")
+        + f", label '{report.label_column}' ({report.task})"
+    )
+    if report.label_counts:
+        labels = Table("label", "rows", "share")
+        for label, count in report.label_counts.items():
+            labels.add_row(label, str(count), f"{count / max(report.rows_checked, 1):.1%}")
+        out.print(labels)
+    lengths = report.token_lengths
+    if lengths is not None:
+        out.print(
+            f"tokens ({lengths.model}): median {lengths.p50}, p95 {lengths.p95}, max "
+            f"{lengths.max}; {lengths.truncated_rows} rows ({lengths.truncated_share:.1%}) "
+            f"longer than max_length {lengths.max_length}"
+        )
+    for problem in report.problems:
+        out.print(f"[red]problem:[/red] {problem}", highlight=False)
+    for warning in report.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if not report.problems and not report.warnings:
+        out.print("no problems found")

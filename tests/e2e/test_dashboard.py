@@ -112,6 +112,10 @@ def test_dashboard_upload_form_submits_a_job(
     page.goto(service.url + "/#/")
     page.set_input_files("#file", str(data_dir / "train.csv"))
     page.wait_for_selector("#submit:not([disabled])")
+    page.wait_for_function(
+        "() => document.getElementById('data-report').textContent.includes('400 rows')"
+    )
+    assert "tokens median" in page.inner_text("#data-report")
     assert page.input_value("#text-column") == "sentence"
     assert page.input_value("#label-column") == "label"
     page.select_option("#model", "tiny")

@@ -242,3 +242,15 @@ def test_up_restarts_a_dead_worker_and_keeps_the_api_serving(
     output = log.read_text()
     assert up.returncode == 0, output[-3000:]
     assert "worker-1 exited" in output and "restarting it" in output
+
+
+def test_report_shows_findings_and_exits_1_on_problems(service: Service, tmp_path: Path) -> None:
+    clean = tmp_path / "clean.csv"
+    clean.write_text("sentence,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(20)))
+    shown = run(service, "report", str(clean), "--model", "tiny").stdout
+    assert "20 rows" in shown and "no problems found" in shown and "tokens (tiny)" in shown
+    variants = tmp_path / "variants.csv"
+    variants.write_text("sentence,label\na,yes\nb,no\nc,Yes\nd,no\n")
+    result = run(service, "report", str(variants), check=False)
+    assert result.returncode == 1
+    assert "problem:" in result.stdout and "'Yes' (rows 3)" in result.stdout

@@ -106,7 +106,11 @@ async function setupForm() {
     pickers[0].value = guess(["text", "sentence", "review"]) || uploaded.columns[0];
     pickers[2].value = guess(["label", "labels", "sentiment", "class"]) || uploaded.columns.at(-1);
     document.getElementById("submit").disabled = false;
+    await showDataReport(uploaded.id);
   });
+  for (const id of ["text-column", "pair-column", "label-column", "model"]) {
+    document.getElementById(id).addEventListener("change", () => uploaded && showDataReport(uploaded.id));
+  }
   document.getElementById("new-job").addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -136,6 +140,41 @@ async function setupForm() {
       error.textContent = e.message;
     }
   });
+}
+
+// The data report of the chosen file and columns, in the chosen model's tokens: problems (a job
+// would be refused) in red, warnings in amber.
+async function showDataReport(fileId) {
+  const box = document.getElementById("data-report");
+  const params = new URLSearchParams({
+    text_column: document.getElementById("text-column").value,
+    label_column: document.getElementById("label-column").value,
+    model: document.getElementById("model").value,
+  });
+  const pair = document.getElementById("pair-column").value;
+  if (pair) params.set("text_pair_column", pair);
+  let report;
+  try {
+    report = await json(`/v1/files/${fileId}/report?` + params);
+  } catch (e) {
+    box.textContent = e.message;
+    return;
+  }
+  const summary = document.createElement("p");
+  const labels = Object.entries(report.label_counts).map(([k, v]) => `${k}: ${v}`).join(", ");
+  const tokens = report.token_lengths;
+  summary.textContent = `${report.rows} rows` + (labels ? ` · ${labels}` : "") +
+    (tokens ? ` · tokens median ${tokens.p50}, p95 ${tokens.p95}, ${(100 * tokens.truncated_share).toFixed(1)}% truncated` : "");
+  const findings = document.createElement("ul");
+  for (const [kind, messages] of [["problem", report.problems], ["warning", report.warnings]]) {
+    for (const message of messages) {
+      const item = document.createElement("li");
+      item.className = kind;
+      item.textContent = message;
+      findings.append(item);
+    }
+  }
+  box.replaceChildren(summary, findings);
 }
 
 async function upload(file) {
