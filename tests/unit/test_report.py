@@ -66,3 +66,13 @@ def test_regression_against_the_training_mean() -> None:
     assert good.baseline["mse"] == pytest.approx(2 / 3) and not good.warnings
     flat = regression_report(np.array([2.0, 2.0, 2.0]), targets, train_mean=2.0)
     assert "training mean" in flat.warnings[0]
+
+
+def test_a_degenerate_model_whose_scores_rank_well_is_told_so() -> None:
+    targets = np.array([1] * 7 + [0] * 3)
+    # Every row is called "yes" at 0.5, but the "no" rows score lower: ROC AUC 1.
+    confidence = [0.9] * 7 + [0.6] * 3
+    report = classification_report(logits_for([], 2, confidence), targets, ["no", "yes"], 1)
+    assert report.binary is not None and report.binary.roc_auc == 1.0
+    single, ranking = report.warnings
+    assert "single class" in single and "ROC AUC 1.000" in ranking

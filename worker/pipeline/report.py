@@ -61,6 +61,13 @@ def classification_report(
     if len(names) == 2:
         probabilities = softmax(logits.astype(np.float64), axis=-1)[:, 1]
         binary = binary_scores(probabilities, targets == 1, names[1])
+    warnings = list(quality.warnings)
+    if warnings and binary is not None and binary.roc_auc is not None and binary.roc_auc >= 0.7:
+        warnings.append(
+            f"its scores do rank the classes (ROC AUC {binary.roc_auc:.3f}): the threshold "
+            "table in the report shows where another decision threshold would separate them; "
+            "more training usually moves the default one into place"
+        )
     return EvaluationReport(
         task="classification",
         rows=len(targets),
@@ -71,7 +78,7 @@ def classification_report(
         per_class=per_class,
         predicted_classes=quality.predicted_classes,
         binary=binary,
-        warnings=quality.warnings,
+        warnings=warnings,
     )
 
 
