@@ -60,6 +60,19 @@ class Hyperparameters(StrictModel):
         description="after the warm-up: linear or cosine decay to 0, or constant at the peak",
     )
     weight_decay: float = Field(default=0.0, ge=0, le=1)
+    class_weight: (
+        Literal["balanced"]
+        | dict[
+            Annotated[str, StringConstraints(min_length=1, max_length=256)],
+            Annotated[float, Field(gt=0, le=10_000)],
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="classification: weigh each class's rows in the loss; 'balanced' gives "
+        "rows/(classes x class rows) (scikit-learn's definition), a mapping label -> weight "
+        "sets them (labels left out weigh 1)",
+    )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     eval_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = Field(
         default="epoch", description="'epoch', or a number of training steps"

@@ -573,3 +573,22 @@ def test_a_model_that_learned_nothing_succeeds_with_a_warning(
     report = alice.report(job.id)
     assert report.warnings == done.warnings
     assert report.predicted_classes == 1 or report.metrics["matthews_correlation"] <= 0.05
+
+
+def test_class_weight_shapes_what_the_model_learns(alice: Client, train_file: FileObject) -> None:
+    """Class '0' weighs almost nothing: the model learns to answer '1' (the same job without
+    weights learns both classes: test_upload_submit_poll_download_predict)."""
+    job = submit_tiny(
+        alice,
+        train_file.id,
+        hyperparameters={"epochs": 3, "class_weight": {"0": 0.001}},
+    )
+    done = finish(alice, job.id)
+    assert done.status == "succeeded", done.error
+    report = alice.report(job.id)
+    assert [row[0] for row in report.confusion_matrix] == [0, 0], report.confusion_matrix
+    stage = [e for e in alice.events(job.id) if e.message.startswith("class weights")]
+    assert stage and stage[0].data["class_weight"] == {"0": 0.001, "1": 1.0}
+    with pytest.raises(Invalid) as unknown:
+        submit_tiny(alice, train_file.id, hyperparameters={"class_weight": {"maybe": 2.0}})
+    assert unknown.value.param == "hyperparameters.class_weight"

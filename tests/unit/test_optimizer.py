@@ -95,3 +95,13 @@ def test_learning_rate_schedules_by_hand(kind: str, expected: list[float]) -> No
         "constant": 1e-3,
     }
     assert quarter == pytest.approx(by_hand[kind], rel=1e-5)
+
+
+def test_class_weights_balanced_and_given() -> None:
+    from worker.pipeline.train import class_weights
+
+    labels = np.array([0, 0, 0, 1])
+    balanced = class_weights("balanced", ["no", "yes"], labels)
+    assert balanced == {0: pytest.approx(4 / (2 * 3)), 1: pytest.approx(4 / (2 * 1))}
+    assert class_weights({"yes": 5.0}, ["no", "yes"], labels) == {0: 1.0, 1: 5.0}
+    assert class_weights(None, ["no", "yes"], labels) is None

@@ -143,6 +143,14 @@ def _run(
         f"training: {hp.epochs} epochs of {trainer.steps_per_epoch} steps",
         total_steps=trainer.total_steps,
     )
+    if trainer.class_weight is not None:
+        names = data.labels.names
+        reporter.event(
+            "stage",
+            "class weights: "
+            + ", ".join(f"{names[i]} {w:.3g}" for i, w in trainer.class_weight.items()),
+            class_weight={names[i]: w for i, w in trainer.class_weight.items()},
+        )
     result = trainer.run()
     final = dict(result.final_metrics)
     report = evaluation_report(trainer, data)
@@ -181,6 +189,11 @@ def _run(
         "model_source": {"name": ref.name, "source": ref.source},
         "task": data.labels.task,
         "id2label": {str(k): v for k, v in data.labels.id2label.items()},
+        "class_weight": (
+            {data.labels.names[i]: w for i, w in trainer.class_weight.items()}
+            if trainer.class_weight is not None
+            else None
+        ),
         "precision": policy,
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "versions": library_versions(),

@@ -34,7 +34,7 @@ from worker.pipeline.batching import (
     plan_epoch,
     train_batches,
 )
-from worker.pipeline.data import LabelInfo
+from worker.pipeline.data import LABELS, LabelInfo
 from worker.pipeline.encode import LENGTH
 from worker.pipeline.metrics import classification_metrics, regression_metrics
 from worker.pipeline.optimizer import build_optimizer
@@ -97,6 +97,25 @@ def create_step_variables(model: TFPreTrainedModel, optimizer: Any, labels: Labe
         )
 
 
+def class_weights(
+    setting: str | dict[str, float] | None, names: list[str], train_labels: np.ndarray
+) -> dict[int, float] | None:
+    """Keras' `class_weight` (label id -> weight) from the job's setting. Each row's loss is
+    scaled by its class's weight (the model's own per-row loss, before Keras averages it), so
+    rare classes count as much as the user asks."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(train_labels.astype(np.int64))
+        weights = compute_class_weight("balanced", classes=present, y=train_labels)
+        found = dict(zip(present.tolist(), weights.tolist(), strict=True))
+        return {i: round(float(found.get(i, 1.0)), 6) for i in range(len(names))}
+    assert isinstance(setting, dict)
+    return {i: float(setting.get(name, 1.0)) for i, name in enumerate(names)}
+
+
 skip_autograph_for_library_code()
 
 
@@ -144,6 +163,11 @@ class Trainer:
         )
         self.eval_ds = eval_batches(model, validation_ds, tokenizer, hp.batch_size, self.buckets)
         self.eval_targets = eval_labels(validation_ds)
+        self.class_weight = (
+            class_weights(hp.class_weight, labels.names, np.asarray(train_ds[LABELS]))
+            if labels.task == "classification"
+            else None
+        )
         self.state = TrainState()
         self.stopped_early = False
         self.fit_seconds = self.fit_cpu_seconds = 0.0
@@ -299,6 +323,7 @@ class Trainer:
                 epochs=state.epoch + 1,
                 initial_epoch=state.epoch,
                 callbacks=callbacks,
+                class_weight=self.class_weight,
                 verbose=0,
             )
             self.fit_seconds += time.monotonic() - fit_started

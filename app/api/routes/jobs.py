@@ -120,6 +120,21 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
     classes: list[str] | None = None
     if train is not None:
         classes, _ = _scan(train, text_columns, body.label_column, settings, None)
+        weights = body.hyperparameters.class_weight
+        if weights is not None and classes is None:
+            raise invalid(
+                "class_weight applies to classification; this label column holds numbers "
+                "(regression)",
+                "hyperparameters.class_weight",
+            )
+        if isinstance(weights, dict) and classes is not None:
+            unknown = sorted(set(weights) - set(classes))
+            if unknown:
+                raise invalid(
+                    f"class_weight names labels {', '.join(unknown[:10])} that are not in the "
+                    f"training file; its labels are {', '.join(classes[:20])}",
+                    "hyperparameters.class_weight",
+                )
         metric = body.hyperparameters.early_stopping_metric
         allowed = REGRESSION_METRICS if classes is None else CLASSIFICATION_METRICS
         if metric not in allowed:
