@@ -169,7 +169,11 @@ class JobCreate(StrictModel):
 
 class JobSpec(JobCreate):
     """What a worker (or `finetune train SPEC.json`) runs: the same fields as JobCreate, with
-    data sources as file paths instead of file ids."""
+    data sources as file paths instead of file ids. When `model` names a finished job, its
+    model folder (the job's own link to it) is `base_model_path`."""
+
+    base_model_path: str | None = None
+    base_job_id: str | None = None
 
 
 class Progress(BaseModel):

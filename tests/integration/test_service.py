@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.core.schemas import FileObject, Job, JobStatus
@@ -592,3 +593,51 @@ def test_class_weight_shapes_what_the_model_learns(alice: Client, train_file: Fi
     with pytest.raises(Invalid) as unknown:
         submit_tiny(alice, train_file.id, hyperparameters={"class_weight": {"maybe": 2.0}})
     assert unknown.value.param == "hyperparameters.class_weight"
+
+
+def test_continued_training_starts_from_the_previous_jobs_weights(
+    alice: Client, bob: Client, train_file: FileObject, data_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import TFAutoModelForSequenceClassification
+
+    def weights(folder: Path) -> dict[str, Any]:
+        model = TFAutoModelForSequenceClassification.from_pretrained(folder)
+        return {w.name.split("/", 1)[-1]: w.numpy() for w in model.weights}
+
+    first = finish(alice, submit_tiny(alice, train_file.id).id)
+    assert first.status == "succeeded", first.error
+    # A learning rate too small to move anything: the result is where training started.
+    still = {"epochs": 1, "learning_rate": 1e-12}
+    same = finish(
+        alice, submit_tiny(alice, train_file.id, model=first.id, hyperparameters=still).id
+    )
+    assert same.status == "succeeded", same.error
+    rows = list(csv.reader((data_dir / "train.csv").open()))[1:]
+    renamed = [(text, "pos" if label == "1" else "neg") for text, label in rows]
+    relabelled = alice.upload(write_csv(tmp_path / "named.csv", ["sentence", "label"], renamed))
+    fresh = finish(
+        alice, submit_tiny(alice, relabelled.id, model=first.id, hyperparameters=still).id
+    )
+    assert fresh.status == "succeeded", fresh.error
+
+    before = weights(alice.download(first.id, tmp_path / "first"))
+    after_same = weights(alice.download(same.id, tmp_path / "same"))
+    after_fresh = weights(alice.download(fresh.id, tmp_path / "fresh"))
+    assert before.keys() == after_same.keys() == after_fresh.keys()
+    for name, value in before.items():
+        assert np.allclose(value, after_same[name], atol=1e-6), name
+        head = name.startswith("classifier")
+        assert np.allclose(value, after_fresh[name], atol=1e-6) != head, name
+    events = {e.message for e in alice.events(fresh.id) if e.type == "warning"}
+    assert any("the classification head starts fresh" in m for m in events), events
+    recorded = json.loads((tmp_path / "same" / "model" / "job.json").read_text())
+    assert recorded["model_source"]["job_id"] == first.id
+    assert recorded["model_source"]["previous"]["name"] == "tiny"
+    assert "base_model_path" not in recorded["spec"]
+
+    with pytest.raises(NotFound):
+        submit_tiny(bob, bob.upload(data_dir / "train.csv").id, model=first.id)
+    running = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 60})
+    with pytest.raises(Invalid, match="once the job succeeded"):
+        submit_tiny(alice, train_file.id, model=running.id)
+    alice.cancel(running.id)

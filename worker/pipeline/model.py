@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tf_keras
 from transformers import (
+    AutoConfig,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedTokenizerBase,
@@ -38,8 +40,48 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
         raise ModelNotFound(f"could not load the tokenizer of '{ref.name}': {exc}") from exc
 
 
+def previous_labels(ref: ModelRef) -> list[str] | None:
+    """The label names of a model that was itself fine-tuned for sequence classification (a
+    previous job's model): its head knows them. None for a pretrained model without a head."""
+    if ref.source != "local":
+        return None
+    try:
+        config = AutoConfig.from_pretrained(ref.location, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    architectures = config.architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        return None
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def reset_head(model: TFPreTrainedModel) -> None:
+    """Initialise the classification head again (every dense layer outside the encoder), as a
+    new head would be: the labels changed, so the previous head's weights mean other classes.
+    Draws from TensorFlow's seeded generator, like any fresh head."""
+    encoder = getattr(model, model.base_model_prefix)
+    for layer in model.layers:
+        if layer is encoder:
+            continue
+        for dense in (
+            m for m in (layer, *layer.submodules) if isinstance(m, tf_keras.layers.Dense)
+        ):
+            dense.kernel.assign(dense.kernel_initializer(dense.kernel.shape))
+            if dense.use_bias:
+                dense.bias.assign(dense.bias_initializer(dense.bias.shape))
+
+
 def load_model(ref: ModelRef, labels: LabelInfo) -> TFPreTrainedModel:
-    """A sequence-classification model with a fresh head sized for this job's labels."""
+    """A sequence-classification model with a head for this job's labels: fresh, or a
+    previous job's own when its labels are the same."""
+    model = _from_pretrained(ref, labels)
+    before = previous_labels(ref)
+    if before is not None and labels.task == "classification" and before != labels.names:
+        reset_head(model)
+    return model
+
+
+def _from_pretrained(ref: ModelRef, labels: LabelInfo) -> TFPreTrainedModel:
     try:
         return TFAutoModelForSequenceClassification.from_pretrained(
             ref.location,

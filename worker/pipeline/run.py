@@ -5,6 +5,7 @@ Used by the Celery task and by `finetune train`; knows nothing about either.
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from dataclasses import dataclass
@@ -20,9 +21,14 @@ from app.core.schemas import EvaluationReport, HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
-from worker.pipeline.data import LABELS, LoadedData, file_fingerprint, load_splits
+from worker.pipeline.data import LABELS, LabelInfo, LoadedData, file_fingerprint, load_splits
 from worker.pipeline.encode import tokenize
-from worker.pipeline.model import find_model, load_model_and_tokenizer, model_flops_per_token
+from worker.pipeline.model import (
+    find_model,
+    load_model_and_tokenizer,
+    model_flops_per_token,
+    previous_labels,
+)
 from worker.pipeline.quality import majority_class
 from worker.pipeline.report import classification_report, regression_report
 from worker.pipeline.save import library_versions, save_outputs
@@ -87,7 +93,11 @@ def _run(
     policy = resolve_precision(requested)
     apply_precision(policy)
 
-    ref = find_model(spec.model, options.models_dir, options.allow_hub)
+    ref = (
+        ModelRef(name=spec.model, source="local", location=spec.base_model_path)
+        if spec.base_model_path
+        else find_model(spec.model, options.models_dir, options.allow_hub)
+    )
     reporter.event("stage", f"loading data for {ref.name}")
     t0 = time.monotonic()
     fingerprints = local_fingerprints(spec, ref) if cache.tokenized_data.enabled else None
@@ -113,6 +123,7 @@ def _run(
     )
 
     t0 = time.monotonic()
+    lineage = continued_from(spec, ref, data.labels, reporter)
     model, tokenizer, model_cached = load_model_and_tokenizer(ref, data.labels, hp.seed)
     reporter.event(
         "stage",
@@ -186,7 +197,7 @@ def _run(
         "spec": shareable_spec(spec),
         "hyperparameters": hp.model_dump(mode="json"),
         "seed": hp.seed,
-        "model_source": {"name": ref.name, "source": ref.source},
+        "model_source": {"name": ref.name, "source": ref.source, **lineage},
         "task": data.labels.task,
         "id2label": {str(k): v for k, v in data.labels.id2label.items()},
         "class_weight": (
@@ -209,6 +220,39 @@ def _run(
     return metrics
 
 
+def continued_from(
+    spec: JobSpec, ref: ModelRef, labels: LabelInfo, reporter: Reporter
+) -> dict[str, Any]:
+    """For a job whose model is a previous job's: say whether the classification head carries
+    over (same labels) or starts fresh, and return the lineage `job.json` records (the
+    previous job's own `model_source`, so a chain of jobs reads back to the pretrained model).
+    """
+    if spec.base_job_id is None:
+        return {}
+    before = previous_labels(ref)
+    if before is None or labels.task != "classification":
+        reporter.event("stage", f"continuing from job {spec.base_job_id}")
+    elif before == labels.names:
+        reporter.event(
+            "stage",
+            f"continuing from job {spec.base_job_id} with its classification head (same labels)",
+        )
+    else:
+        reporter.event(
+            "warning",
+            f"the labels ({', '.join(labels.names[:10])}) differ from job {spec.base_job_id}'s "
+            f"({', '.join(before[:10])}): its encoder is kept, the classification head starts "
+            "fresh",
+        )
+    previous: dict[str, Any] = {}
+    try:
+        recorded = json.loads((Path(ref.location) / "job.json").read_text())
+        previous = recorded.get("model_source", {})
+    except (OSError, ValueError):
+        pass
+    return {"source": "job", "job_id": spec.base_job_id, "previous": previous}
+
+
 def evaluation_report(trainer: Trainer, data: LoadedData) -> EvaluationReport:
     """The final model (best weights restored, if early stopping kept them) on validation."""
     outputs = trainer.validation_logits()
@@ -224,7 +268,7 @@ def shareable_spec(spec: JobSpec) -> dict[str, Any]:
     """The spec as the model's `job.json` records it: artifacts leave the server, so data files
     are named by file name only (their SHA-256 is under "data") and the webhook URL is left out.
     """
-    recorded = spec.model_dump(mode="json", exclude={"webhook_url"})
+    recorded = spec.model_dump(mode="json", exclude={"webhook_url", "base_model_path"})
     for field in ("training_file", "validation_file"):
         if isinstance(recorded.get(field), str):
             recorded[field] = Path(recorded[field]).name

@@ -17,7 +17,7 @@ from app.api.datacheck import Columns, ReportRequest, file_report, overlap_warni
 from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
-from app.core.catalog import UnknownModel, resolve_model
+from app.core.catalog import ModelRef, UnknownModel, resolve_model
 from app.core.layout import (
     REPORT_FILE,
     attempt_output_dir,
@@ -84,14 +84,39 @@ class Checked:
     train: FileRecord | None
     validation: FileRecord | None
     warnings: list[str]
+    base: tuple[JobRecord, Path] | None  # the job whose model this one continues training
+
+
+def _base_job(
+    model: str, tenant: str, store: Store, settings: Settings
+) -> tuple[JobRecord, Path] | None:
+    """A finished job of the caller's named as `model`, with its model folder; None when
+    `model` is not a job id. Another tenant's job does not exist (404)."""
+    if not is_valid_id(model, "job"):
+        return None
+    record = store.get_job(tenant, model)
+    if record is None:
+        raise not_found("job", model)
+    folder = attempt_output_dir(settings.storage_dir, model, record.attempt)
+    if record.status != JobStatus.succeeded or not (folder / "config.json").is_file():
+        raise invalid(
+            f"job '{model}' is {record.status}: a job's model can be trained further once the "
+            "job succeeded",
+            "model",
+        )
+    return record, folder
 
 
 def validate_request(body: JobCreate, tenant: str, store: Store, settings: Settings) -> Checked:
     """Everything that can be known before a worker sees the job; 422 naming the field."""
-    try:
-        ref = resolve_model(body.model, settings.models_dir, settings.allow_hub)
-    except UnknownModel as exc:
-        raise invalid(str(exc), "model") from exc
+    base = _base_job(body.model, tenant, store, settings)
+    if base is not None:
+        ref = ModelRef(body.model, "local", str(base[1]))
+    else:
+        try:
+            ref = resolve_model(body.model, settings.models_dir, settings.allow_hub)
+        except UnknownModel as exc:
+            raise invalid(str(exc), "model") from exc
     if body.webhook_url is not None:
         try:
             check_url(body.webhook_url, parse_allowed(settings.webhook_allowed_hosts))
@@ -153,7 +178,8 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
                 "validation_file",
             )
     folder = Path(ref.location) if ref.source == "local" else None
-    return Checked(train, validation, check_data(body, train, validation, folder, settings))
+    warnings = check_data(body, train, validation, folder, settings)
+    return Checked(train, validation, warnings, base)
 
 
 def check_data(
@@ -259,6 +285,20 @@ def _snapshot(
     return str(destination)
 
 
+def _snapshot_folder(folder: Path, target: Path) -> Path:
+    """The job's own links to a previous job's model files: retention or deletion of that job
+    cannot pull the model from under this one."""
+    destination = target / "base_model"
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.is_file() and not (destination / path.name).exists():
+            try:
+                os.link(path, destination / path.name)
+            except OSError:
+                shutil.copyfile(path, destination / path.name)
+    return destination
+
+
 @router.post("", status_code=201, response_model=Job)
 def create_job(
     body: JobCreate,
@@ -295,6 +335,16 @@ def create_job(
             "validation_file": _snapshot(validation, body.validation_file, data_dir)
             if body.validation_file is not None
             else None,
+            **(
+                {
+                    "base_model_path": str(
+                        _snapshot_folder(checked.base[1], job_dir(settings.storage_dir, job_id))
+                    ),
+                    "base_job_id": checked.base[0].id,
+                }
+                if checked.base is not None
+                else {}
+            ),
         },
         strict=False,
     )
