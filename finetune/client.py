@@ -32,6 +32,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from app.core.schemas import (
     TERMINAL_STATUSES,
+    BatchPrediction,
+    BatchPredictionList,
     Checkpoint,
     DataReport,
     EvaluationReport,
@@ -376,6 +378,115 @@ class Client:
             "POST", f"/v1/jobs/{job_id}/predictions", json={"inputs": inputs}, retry_unsafe=True
         )
         return PredictionList.model_validate_json(response.content).data
+
+    # -- batch predictions and evaluations ---------------------------------------------------
+    def batch_predict(
+        self,
+        job_id: str,
+        file_id: str,
+        *,
+        text_column: str | None = None,
+        text_pair_column: str | None = None,
+        label_column: str | None = None,
+        checkpoint: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchPrediction:
+        """Score an uploaded file with a job's model; with `label_column` also evaluate it."""
+        body = {
+            "job_id": job_id,
+            "input_file": file_id,
+            "text_column": text_column,
+            "text_pair_column": text_pair_column,
+            "label_column": label_column,
+            "checkpoint": checkpoint,
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self.request(
+            "POST",
+            "/v1/batch_predictions",
+            json={k: v for k, v in body.items() if v is not None},
+            headers=headers,
+            retry_unsafe=idempotency_key is not None,
+        )
+        return BatchPrediction.model_validate_json(response.content)
+
+    def evaluate(
+        self,
+        job_id: str,
+        file_id: str,
+        *,
+        label_column: str | None = None,
+        text_column: str | None = None,
+        text_pair_column: str | None = None,
+        checkpoint: str | None = None,
+    ) -> BatchPrediction:
+        """Judge a job's model (or checkpoint) on a labelled file; `batch_report` once done."""
+        body = {
+            "file_id": file_id,
+            "label_column": label_column,
+            "text_column": text_column,
+            "text_pair_column": text_pair_column,
+            "checkpoint": checkpoint,
+        }
+        response = self.request(
+            "POST",
+            f"/v1/jobs/{job_id}/evaluations",
+            json={k: v for k, v in body.items() if v is not None},
+        )
+        return BatchPrediction.model_validate_json(response.content)
+
+    def batch(self, batch_id: str) -> BatchPrediction:
+        return self._get(f"/v1/batch_predictions/{batch_id}", BatchPrediction)
+
+    def batches(
+        self, *, status: JobStatus | None = None, limit: int = 20, after: str | None = None
+    ) -> BatchPredictionList:
+        return self._get(
+            "/v1/batch_predictions", BatchPredictionList, status=status, limit=limit, after=after
+        )
+
+    def cancel_batch(self, batch_id: str) -> BatchPrediction:
+        response = self.request("POST", f"/v1/batch_predictions/{batch_id}/cancel")
+        return BatchPrediction.model_validate_json(response.content)
+
+    def wait_batch(
+        self, batch_id: str, *, timeout: float | None = None, interval: float = 1.0
+    ) -> BatchPrediction:
+        """Poll until the batch prediction ends; TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self.batch(batch_id)
+            if batch.status in TERMINAL_STATUSES:
+                return batch
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id} is {batch.status} after {timeout:.0f} s")
+            time.sleep(interval)
+
+    def batch_events(self, batch_id: str) -> list[Event]:
+        events: list[Event] = []
+        after = None
+        while True:
+            page = self._get(
+                f"/v1/batch_predictions/{batch_id}/events", EventList, after=after, limit=1000
+            )
+            events += page.data
+            if not page.has_more or not page.data:
+                return events
+            after = page.data[-1].id
+
+    def batch_report(self, batch_id: str) -> EvaluationReport:
+        response = self.request("GET", f"/v1/batch_predictions/{batch_id}/report")
+        return EvaluationReport.model_validate_json(response.content)
+
+    def download_predictions(self, batch_id: str, target: str | Path) -> Path:
+        """The input rows with their predictions, saved as `target`."""
+        response = self.request("GET", f"/v1/batch_predictions/{batch_id}/output")
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(response.content)
+        partial.replace(path)
+        return path
 
     def download(
         self,

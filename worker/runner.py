@@ -212,6 +212,7 @@ def _run_claimed(
     lease: LeaseKeeper,
     dispatch: Dispatch,
 ) -> str:
+    from worker.batch import run_batch_prediction
     from worker.pipeline.run import PipelineOptions, run_pipeline
 
     record = store.get_record(job_id)
@@ -227,23 +228,28 @@ def _run_claimed(
     options = PipelineOptions.from_settings(settings)
     storage = settings.storage_dir
     try:
-        metrics = run_pipeline(
-            record.spec,
-            attempt_output_dir(storage, job_id, attempt),
-            checkpoint_dir(storage, job_id),
-            reporter,
-            options,
-        )
-        try:
-            pack_artifact(
+        if record.batch is not None:
+            batch = run_batch_prediction(record.batch, job_dir(storage, job_id), reporter)
+            metrics: dict[str, Any] = {"final": batch, "warnings": []}
+        else:
+            assert record.spec is not None
+            metrics = run_pipeline(
+                record.spec,
                 attempt_output_dir(storage, job_id, attempt),
-                job_dir(storage, job_id) / ARTIFACT_NAME,
-                attempt,
-                guard=lease.verify,
+                checkpoint_dir(storage, job_id),
+                reporter,
+                options,
             )
-        except OSError as exc:
-            raise StorageError(f"could not pack the trained model: {exc}") from exc
-        remove_other_attempts(storage, job_id, attempt)
+            try:
+                pack_artifact(
+                    attempt_output_dir(storage, job_id, attempt),
+                    job_dir(storage, job_id) / ARTIFACT_NAME,
+                    attempt,
+                    guard=lease.verify,
+                )
+            except OSError as exc:
+                raise StorageError(f"could not pack the trained model: {exc}") from exc
+            remove_other_attempts(storage, job_id, attempt)
     except LeaseLost:
         return "lease_lost"
     except JobCancelled:

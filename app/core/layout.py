@@ -9,10 +9,11 @@ import json
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
-ID_PATTERN = re.compile(r"^(file|job)_[0-9a-f]{32}$")
+ID_PATTERN = re.compile(r"^(file|job|batch)_[0-9a-f]{32}$")
 CHECKPOINT_STATE_SUFFIX = ".state.json"
 # In every trained model folder; the API serves it (GET /v1/jobs/{id}/report).
 REPORT_FILE = "report.json"
@@ -23,7 +24,8 @@ def is_valid_id(value: str, kind: str) -> bool:
 
 
 def job_dir(storage_dir: Path, job_id: str) -> Path:
-    if not is_valid_id(job_id, "job"):
+    """A job's (or a batch prediction's) folder."""
+    if not (is_valid_id(job_id, "job") or is_valid_id(job_id, "batch")):
         raise ValueError(f"not a job id: {job_id!r}")
     return storage_dir / "jobs" / job_id
 
@@ -33,6 +35,27 @@ def attempt_output_dir(storage_dir: Path, job_id: str, attempt: int) -> Path:
     job.json). One per attempt: a worker that lost the job can never write into the folder of
     the attempt that replaced it."""
     return job_dir(storage_dir, job_id) / "attempts" / str(attempt) / "output"
+
+
+# A batch prediction's output: CSV in, CSV out; JSON Lines (and Parquet) in, JSON Lines out.
+BATCH_OUTPUT_NAMES = {
+    "csv": "predictions.csv",
+    "jsonl": "predictions.jsonl",
+    "parquet": "predictions.jsonl",
+}
+
+
+def link_files(paths: list[Path], destination: Path) -> None:
+    """Hard links (copies across file systems) of `paths` in `destination`: a job keeps its
+    own links to what it reads, so deleting an upload or a job cannot pull them away."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        target = destination / path.name
+        if path.is_file() and not target.exists():
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
 
 
 def checkpoint_dir(storage_dir: Path, job_id: str) -> Path:

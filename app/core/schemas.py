@@ -186,6 +186,9 @@ class Progress(BaseModel):
     tokens_per_second: float | None = None
     samples_per_second: float | None = None
     loss: float | None = None
+    failed: int | None = Field(
+        default=None, description="batch predictions: rows without a prediction (empty text)"
+    )
 
 
 class Evaluation(BaseModel):
@@ -362,6 +365,93 @@ class DataReport(BaseModel):
     token_lengths: TokenLengths | None = None
     problems: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+
+
+CheckpointName = Annotated[str, StringConstraints(pattern=r"^ckpt-[0-9]{1,12}$")]
+
+
+class BatchPredictionCreate(StrictModel):
+    """The body of POST /v1/batch_predictions: a job's model over a whole uploaded file.
+    Columns default to the job's own; with `label_column` the file is also evaluated (the
+    same report as the job's own), which is what POST /v1/jobs/{id}/evaluations asks for."""
+
+    job_id: Annotated[str, StringConstraints(pattern=r"^job_[0-9a-f]{32}$")]
+    input_file: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    text_column: ColumnName | None = None
+    text_pair_column: ColumnName | None = None
+    label_column: ColumnName | None = None
+    checkpoint: CheckpointName | None = Field(
+        default=None, description="one of GET /v1/jobs/{id}/checkpoints; else the final model"
+    )
+    metadata: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=512)],
+    ] = Field(default_factory=dict, max_length=16)
+    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,2000}$")] | None = (
+        None
+    )
+
+
+class EvaluationCreate(StrictModel):
+    """The body of POST /v1/jobs/{id}/evaluations: a labelled file, judged by the job's model
+    (or one of its checkpoints); columns default to the job's own."""
+
+    file_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    text_column: ColumnName | None = None
+    text_pair_column: ColumnName | None = None
+    label_column: ColumnName | None = None
+    checkpoint: CheckpointName | None = None
+
+
+class BatchSpec(BaseModel):
+    """What a worker runs for a batch prediction (paths, where the request has ids)."""
+
+    job_id: str
+    model_path: str  # the job's model folder
+    checkpoint_path: str | None = None  # a checkpoint's prefix, restored over the model
+    input_path: str
+    input_format: Literal["csv", "jsonl", "parquet"]
+    text_column: str
+    text_pair_column: str | None = None
+    label_column: str | None = None
+
+
+class BatchPrediction(BaseModel):
+    """The public batch prediction object; `progress.step` counts rows done."""
+
+    id: str
+    object: Literal["batch_prediction"] = "batch_prediction"
+    status: JobStatus
+    job_id: str
+    input_file: str
+    text_column: str
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    checkpoint: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 0
+    progress: Progress = Field(default_factory=Progress)
+    rows: int = Field(description="rows in the input file")
+    rows_failed: int = 0
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="with a label column: the model's scores on the file"
+    )
+    error: ErrorInfo | None = None
+    output: str | None = Field(
+        default=None, description="where to download the predictions once succeeded"
+    )
+    report: str | None = Field(
+        default=None, description="with a label column: where the evaluation report is"
+    )
+
+
+class BatchPredictionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchPrediction]
+    has_more: bool
 
 
 class ErrorInfo(BaseModel):

@@ -25,6 +25,7 @@ import httpx
 from app.core.netguard import UnsafeTarget, check_url, parse_allowed
 from app.core.settings import Settings, get_settings
 from app.core.store import JobRecord, Store
+from app.core.store.transitions import webhook_url
 
 log = logging.getLogger("finetune.webhooks")
 SIGNATURE_HEADER = "X-Finetune-Signature"
@@ -40,12 +41,17 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def payload(record: JobRecord) -> dict[str, Any]:
+    kind = "job" if record.kind == "fine_tune" else "batch_prediction"
+    if record.request is not None:
+        model = record.request.model
+    else:
+        model = record.batch_request.job_id if record.batch_request else ""
     return {
-        "type": f"job.{record.status.value}",
-        "job": {
+        "type": f"{kind}.{record.status.value}",
+        kind: {
             "id": record.id,
             "status": record.status.value,
-            "model": record.request.model,
+            "model": model,
             "metrics": record.metrics,
             "error": record.error.model_dump() if record.error else None,
             "finished_at": record.finished_at.isoformat() if record.finished_at else None,
@@ -100,7 +106,7 @@ def send_once(store: Store, settings: Settings, sender: str, block_ms: int = 100
         return False
     entry_id, job_id, _status = taken
     record = store.get_record(job_id)
-    url = record.request.webhook_url if record is not None else None
+    url = webhook_url(record) if record is not None else None
     if record is not None and url:
         delivered = deliver(url, payload(record), settings.webhook_secret, f"{job_id}:{entry_id}")
         log.info("webhook %s", "delivered" if delivered else "given up", extra={"job_id": job_id})

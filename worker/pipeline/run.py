@@ -200,6 +200,8 @@ def _run(
         "model_source": {"name": ref.name, "source": ref.source, **lineage},
         "task": data.labels.task,
         "id2label": {str(k): v for k, v in data.labels.id2label.items()},
+        # The trivial baselines of later evaluations (batch predictions with labels).
+        "training_labels": training_label_summary(data),
         "class_weight": (
             {data.labels.names[i]: w for i, w in trainer.class_weight.items()}
             if trainer.class_weight is not None
@@ -251,6 +253,14 @@ def continued_from(
     except (OSError, ValueError):
         pass
     return {"source": "job", "job_id": spec.base_job_id, "previous": previous}
+
+
+def training_label_summary(data: LoadedData) -> dict[str, Any]:
+    labels = np.asarray(data.train[LABELS])
+    if data.labels.task == "regression":
+        return {"mean": float(labels.astype(np.float64).mean())}
+    counts = np.bincount(labels.astype(np.int64), minlength=data.labels.num_labels)
+    return {"counts": {data.labels.names[i]: int(c) for i, c in enumerate(counts)}}
 
 
 def evaluation_report(trainer: Trainer, data: LoadedData) -> EvaluationReport:

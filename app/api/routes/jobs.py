@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ from app.core.layout import (
     checkpoint_dir,
     is_valid_id,
     job_dir,
+    link_files,
     list_checkpoints,
 )
 from app.core.lifecycle import ring
@@ -275,28 +274,14 @@ def _snapshot(
     """The job keeps its own link to the data, so deleting the upload cannot break it."""
     if record is None:
         return source
-    target.mkdir(parents=True, exist_ok=True)
-    destination = target / Path(record.path).name
-    if not destination.exists():
-        try:
-            os.link(record.path, destination)
-        except OSError:
-            shutil.copyfile(record.path, destination)
-    return str(destination)
+    link_files([Path(record.path)], target)
+    return str(target / Path(record.path).name)
 
 
 def _snapshot_folder(folder: Path, target: Path) -> Path:
-    """The job's own links to a previous job's model files: retention or deletion of that job
-    cannot pull the model from under this one."""
-    destination = target / "base_model"
-    destination.mkdir(parents=True, exist_ok=True)
-    for path in folder.iterdir():
-        if path.is_file() and not (destination / path.name).exists():
-            try:
-                os.link(path, destination / path.name)
-            except OSError:
-                shutil.copyfile(path, destination / path.name)
-    return destination
+    """The job's own links to a previous job's model files (see `link_files`)."""
+    link_files(sorted(folder.iterdir()), target / "base_model")
+    return target / "base_model"
 
 
 @router.post("", status_code=201, response_model=Job)

@@ -43,6 +43,7 @@ async def predict(
             f"job '{job_id}' is {record.status}: predictions need a succeeded job",
             None,
         )
+    assert record.spec is not None  # a job id names a fine-tuning job
     paired = record.spec.text_pair_column is not None
     for index, item in enumerate(body.inputs):
         if (item.text_pair is not None) != paired:

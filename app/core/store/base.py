@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Literal
 
 import redis
 from pydantic import BaseModel, Field
@@ -14,6 +15,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from app.core.schemas import (
+    BatchPredictionCreate,
+    BatchSpec,
     ErrorInfo,
     FileObject,
     JobCreate,
@@ -62,12 +65,22 @@ class FileRecord(BaseModel):
     dtypes: dict[str, str]
 
 
+JobKind = Literal["fine_tune", "batch_prediction"]
+KIND_INDEX: dict[str, str] = {"fine_tune": "jobs", "batch_prediction": "batches"}
+ID_PREFIX: dict[str, str] = {"fine_tune": "job", "batch_prediction": "batch"}
+
+
 class JobRecord(BaseModel):
     id: str
     tenant: str
     status: JobStatus
-    request: JobCreate
-    spec: JobSpec
+    # A fine-tuning job has `request` and `spec`; a batch prediction (scoring a file with a
+    # job's model) has `batch_request` and `batch`. Both share the whole lifecycle.
+    kind: JobKind = "fine_tune"
+    request: JobCreate | None = None
+    spec: JobSpec | None = None
+    batch_request: BatchPredictionCreate | None = None
+    batch: BatchSpec | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -123,8 +136,8 @@ class StoreBase:
         return f"{PREFIX}:job:{job_id}:cancel"
 
     @staticmethod
-    def _tenant_jobs(tenant: str) -> str:
-        return f"{PREFIX}:tenant:{tenant}:jobs"
+    def _tenant_jobs(tenant: str, kind: JobKind = "fine_tune") -> str:
+        return f"{PREFIX}:tenant:{tenant}:{KIND_INDEX[kind]}"
 
     @staticmethod
     def _tenant_queued(tenant: str) -> str:
@@ -143,10 +156,11 @@ class StoreBase:
         return f"{PREFIX}:file:{file_id}"
 
     @staticmethod
-    def _tenant_status(tenant: str, status: str) -> str:
-        """A tenant's jobs in one status, by creation time: a filtered listing reads only its
-        page, however many jobs the tenant has."""
-        return f"{PREFIX}:tenant:{tenant}:status:{status}"
+    def _tenant_status(tenant: str, status: str, kind: JobKind = "fine_tune") -> str:
+        """A tenant's jobs (or batch predictions) in one status, by creation time: a filtered
+        listing reads only its page, however many jobs the tenant has."""
+        scope = "" if kind == "fine_tune" else f"{KIND_INDEX[kind]}:"
+        return f"{PREFIX}:tenant:{tenant}:{scope}status:{status}"
 
     ACTIVE = f"{PREFIX}:jobs:active"  # ids of jobs not yet terminal, for the reaper
     FINISHED = f"{PREFIX}:jobs:finished"  # terminal jobs by finish time, for retention

@@ -36,9 +36,10 @@ class Coordination(StoreBase):
                 f"{PREFIX}:job:{job_id}:receipt",
                 f"{PREFIX}:job:{job_id}:receipt:attempt",
             )
-            pipe.zrem(self._tenant_jobs(tenant), job_id)
-            for status in ("succeeded", "failed", "cancelled"):
-                pipe.zrem(self._tenant_status(tenant, status), job_id)
+            for kind in ("fine_tune", "batch_prediction"):
+                pipe.zrem(self._tenant_jobs(tenant, kind), job_id)
+                for status in ("succeeded", "failed", "cancelled"):
+                    pipe.zrem(self._tenant_status(tenant, status, kind), job_id)
             pipe.zrem(self.FINISHED, job_id)
             pipe.zrem(self.FINISHED_WITH_CHECKPOINTS, job_id)
             pipe.execute()

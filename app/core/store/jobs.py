@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.core.schemas import (
+    BatchPrediction,
     Evaluation,
     Job,
     JobStatus,
     Progress,
 )
-from app.core.store.base import IDEMPOTENCY_TTL_SECONDS, PREFIX, JobRecord
+from app.core.store.base import IDEMPOTENCY_TTL_SECONDS, PREFIX, JobKind, JobRecord
 from app.core.store.events import EventLog
 
 
@@ -53,10 +54,10 @@ class Jobs(EventLog):
             6,
             idem,
             self._job(record.id),
-            self._tenant_jobs(record.tenant),
+            self._tenant_jobs(record.tenant, record.kind),
             self.ACTIVE,
             self._tenant_queued(record.tenant),
-            self._tenant_status(record.tenant, JobStatus.queued.value),
+            self._tenant_status(record.tenant, JobStatus.queued.value, record.kind),
             record.id,
             record.model_dump_json(),
             record.created_at.timestamp(),
@@ -86,17 +87,20 @@ class Jobs(EventLog):
         limit: int,
         after: str | None = None,
         status: JobStatus | None = None,
+        kind: JobKind = "fine_tune",
     ) -> tuple[list[JobRecord], bool]:
         """Newest first; `after` is the last id of the previous page. With `status`, from that
         status's own index: the work is proportional to the page, not to the tenant's jobs."""
-        key = self._tenant_jobs(tenant)
+        key = self._tenant_jobs(tenant, kind)
         max_score: str = "+inf"
         if after:
             score = self.r.zscore(key, after)
             if score is None:
                 return [], False
             max_score = f"({score}"
-        index = key if status is None else self._tenant_status(tenant, JobStatus(status).value)
+        index = (
+            key if status is None else self._tenant_status(tenant, JobStatus(status).value, kind)
+        )
         ids = self.r.zrevrangebyscore(index, max_score, "-inf", start=0, num=limit + 1)
         records = [
             JobRecord.model_validate_json(raw)
@@ -123,6 +127,9 @@ class Jobs(EventLog):
             progress_raw, history_raw = pipe.execute()
         return public_job(record, progress_raw, history_raw, artifact_url)
 
+    def public_batch(self, record: JobRecord, urls: Callable[[str, str], str]) -> BatchPrediction:
+        return public_batch(record, self.r.get(self._progress(record.id)), urls)
+
 
 def public_job(
     record: JobRecord,
@@ -132,6 +139,7 @@ def public_job(
 ) -> Job:
     history = [Evaluation.model_validate_json(h) for h in history_raw]
     req = record.request
+    assert req is not None, "a fine-tuning job's record"
     metrics = record.metrics or (history[-1].metrics if history else {})
     return Job(
         id=record.id,
@@ -154,4 +162,36 @@ def public_job(
         history=history,
         error=record.error,
         artifacts={"model": artifact_url(record.id)} if record.has_artifact else {},
+    )
+
+
+def public_batch(
+    record: JobRecord, progress_raw: str | None, urls: Callable[[str, str], str]
+) -> BatchPrediction:
+    """The public view of a batch prediction; `urls(id, what)` names its output and report."""
+    req, spec = record.batch_request, record.batch
+    assert req is not None and spec is not None, "a batch prediction's record"
+    progress = Progress.model_validate_json(progress_raw) if progress_raw else Progress()
+    done = record.status == JobStatus.succeeded and record.has_artifact
+    return BatchPrediction(
+        id=record.id,
+        status=record.status,
+        job_id=req.job_id,
+        input_file=req.input_file,
+        text_column=spec.text_column,
+        text_pair_column=spec.text_pair_column,
+        label_column=spec.label_column,
+        checkpoint=req.checkpoint,
+        metadata=req.metadata,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        attempt=record.attempt,
+        progress=progress,
+        rows=int(record.metrics.get("rows", progress.total_steps)),
+        rows_failed=int(record.metrics.get("rows_failed", progress.failed or 0)),
+        metrics={k: v for k, v in record.metrics.items() if k not in ("rows", "rows_failed")},
+        error=record.error,
+        output=urls(record.id, "output") if done else None,
+        report=urls(record.id, "report") if done and spec.label_column else None,
     )

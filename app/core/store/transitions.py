@@ -33,6 +33,11 @@ from app.core.store.jobs import Jobs
 from app.core.store.stats import Stats
 
 
+def webhook_url(record: JobRecord) -> str | None:
+    request = record.request if record.kind == "fine_tune" else record.batch_request
+    return request.webhook_url if request is not None else None
+
+
 class Transitions(Jobs, Stats):
     # -- transitions ------------------------------------------------------------------------------
     def _transition(
@@ -76,9 +81,12 @@ class Transitions(Jobs, Stats):
             pipe.set(job_key, updated.model_dump_json())
             if updated.status != previous_status:
                 created = updated.created_at.timestamp()
-                pipe.zrem(self._tenant_status(record.tenant, previous_status.value), job_id)
+                pipe.zrem(
+                    self._tenant_status(record.tenant, previous_status.value, record.kind), job_id
+                )
                 pipe.zadd(
-                    self._tenant_status(record.tenant, updated.status.value), {job_id: created}
+                    self._tenant_status(record.tenant, updated.status.value, record.kind),
+                    {job_id: created},
                 )
             if now_running:
                 pipe.sadd(running_key, job_id)
@@ -96,7 +104,7 @@ class Transitions(Jobs, Stats):
                     finished = (updated.finished_at or now()).timestamp()
                     pipe.zadd(self.FINISHED, {job_id: finished})
                     pipe.zadd(self.FINISHED_WITH_CHECKPOINTS, {job_id: finished})
-                    if updated.request.webhook_url:
+                    if webhook_url(updated):
                         # In the same MULTI as the transition: one webhook per terminal state,
                         # whoever made it, and it survives any process dying after it.
                         pipe.xadd(self.OUTBOX, {"job_id": job_id, "status": updated.status.value})

@@ -1,0 +1,223 @@
+"""Batch predictions: a job's model over a whole file, as a job of its own.
+
+The file is read in chunks of rows, in order. After each chunk its output rows are appended
+to a part file and flushed to disk, its outputs (logits) to a second one, and only then the
+position (rows done, bytes of each file) is written atomically. A worker killed at any moment
+resumes from the last recorded position, cutting the part files back to it first: every input
+row appears in the output exactly once, in the input's order.
+
+With a label column the file is also judged: the same evaluation report a job writes for its
+validation data (confusion matrix, per-class scores, the training set's majority-class
+baseline), computed from the outputs kept on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.layout import BATCH_OUTPUT_NAMES, REPORT_FILE, write_atomically
+from app.core.schemas import BatchSpec, EvaluationReport, Progress
+from worker.errors import InvalidInput, JobCancelled, JobInterrupted
+from worker.pipeline.data import load_source
+from worker.pipeline.report import classification_report, regression_report
+from worker.reporter import Reporter
+from worker.serving import LoadedModel, PredictionFailed
+
+CHUNK_ROWS = 1024
+STATE_FILE = "batch_state.json"
+PART_FILE = "predictions.part"
+OUTPUTS_FILE = "outputs.f64"  # every row's raw outputs, for the report
+
+
+def run_batch_prediction(spec: BatchSpec, folder: Path, reporter: Reporter) -> dict[str, Any]:
+    """Returns the batch's metrics: rows, rows_failed and, with labels, the model's scores."""
+    started = time.monotonic()
+    reporter.event("stage", f"loading the model of job {spec.job_id}")
+    try:
+        loaded = LoadedModel.load(
+            Path(spec.model_path), Path(spec.checkpoint_path) if spec.checkpoint_path else None
+        )
+    except PredictionFailed as exc:
+        raise InvalidInput(str(exc)) from exc
+    data = load_source(spec.input_path, allow_hub=False)
+    total = len(data)
+    state = _restore(folder)
+    if state["rows"]:
+        reporter.event("stage", f"resuming at row {state['rows'] + 1} of {total}")
+    else:
+        reporter.event("stage", f"predicting {total} rows")
+    columns = data.column_names
+    fmt = "csv" if spec.input_format == "csv" else "jsonl"
+    seen_rows, seen_started = state["rows"], time.monotonic()
+    with (folder / PART_FILE).open("ab") as part, (folder / OUTPUTS_FILE).open("ab") as raw:
+        for start in range(state["rows"], total, CHUNK_ROWS):
+            signal = reporter.stop_requested()
+            if signal == "cancel":
+                raise JobCancelled(state["rows"])
+            if signal == "interrupt":
+                raise JobInterrupted(state["rows"])
+            chunk = data[start : start + CHUNK_ROWS]
+            rows = [
+                dict(zip(columns, values, strict=True))
+                for values in zip(*chunk.values(), strict=True)
+            ]
+            if fmt == "csv" and start == 0:
+                part.write(_csv_line(_csv_header(columns, loaded)))
+            failed = _predict_chunk(rows, spec, loaded, fmt, part, raw)
+            part.flush()
+            raw.flush()
+            os.fsync(part.fileno())
+            os.fsync(raw.fileno())
+            reporter.assert_owner()
+            state = {
+                "rows": start + len(rows),
+                "failed": state["failed"] + failed,
+                "part_bytes": part.tell(),
+                "outputs_bytes": raw.tell(),
+            }
+            write_atomically(folder / STATE_FILE, json.dumps(state))
+            rate = (state["rows"] - seen_rows) / max(time.monotonic() - seen_started, 1e-9)
+            reporter.progress(
+                Progress(
+                    step=state["rows"],
+                    total_steps=total,
+                    percent=round(100.0 * state["rows"] / max(total, 1), 2),
+                    eta_seconds=round((total - state["rows"]) / rate, 1) if rate else None,
+                    samples_per_second=round(rate, 1),
+                    failed=state["failed"],
+                )
+            )
+    reporter.assert_owner()
+    (folder / PART_FILE).replace(folder / BATCH_OUTPUT_NAMES[spec.input_format])
+    metrics: dict[str, Any] = {"rows": total, "rows_failed": state["failed"]}
+    if spec.label_column is not None:
+        report = _report(spec, loaded, data[spec.label_column], folder)
+        write_atomically(folder / REPORT_FILE, report.model_dump_json(indent=2))
+        metrics.update(report.metrics)
+        for warning in report.warnings:
+            reporter.event("warning", warning)
+    (folder / OUTPUTS_FILE).unlink(missing_ok=True)
+    reporter.event(
+        "stage",
+        f"predicted {total} rows ({state['failed']} failed) in {time.monotonic() - started:.1f} s",
+    )
+    return metrics
+
+
+def _restore(folder: Path) -> dict[str, int]:
+    """The last recorded position, with the part files cut back to it (anything after it was
+    written by an attempt that died before recording it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"rows": 0, "failed": 0, "part_bytes": 0, "outputs_bytes": 0}
+    path = folder / STATE_FILE
+    if path.is_file():
+        state.update(json.loads(path.read_text()))
+    for name, size in ((PART_FILE, state["part_bytes"]), (OUTPUTS_FILE, state["outputs_bytes"])):
+        with (folder / name).open("ab") as handle:
+            handle.truncate(size)
+    return state
+
+
+def _csv_header(columns: list[str], loaded: LoadedModel) -> list[str]:
+    if loaded.task == "regression":
+        return [*columns, "predicted_value", "tokens", "truncated", "error"]
+    scores = [f"score_{name}" for name in loaded.names]
+    return [*columns, "predicted_label", "score", *scores, "tokens", "truncated", "error"]
+
+
+def _csv_line(values: list[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue().encode()
+
+
+def _predict_chunk(
+    rows: list[dict[str, Any]],
+    spec: BatchSpec,
+    loaded: LoadedModel,
+    fmt: str,
+    part: Any,
+    raw: Any,
+) -> int:
+    """Writes one chunk's output rows and raw outputs; returns how many rows failed."""
+    usable = [
+        i
+        for i, row in enumerate(rows)
+        if isinstance(row.get(spec.text_column), str)
+        and row[spec.text_column].strip()
+        and (spec.text_pair_column is None or isinstance(row.get(spec.text_pair_column), str))
+    ]
+    texts = [rows[i][spec.text_column] for i in usable]
+    pairs = [rows[i][spec.text_pair_column] for i in usable] if spec.text_pair_column else None
+    outputs = np.full((len(rows), len(loaded.names)), np.nan)
+    lengths = [0] * len(rows)
+    if usable:
+        found, found_lengths = loaded.outputs(texts, pairs)
+        outputs[usable] = found
+        for i, length in zip(usable, found_lengths, strict=True):
+            lengths[i] = length
+    raw.write(outputs.astype("<f8").tobytes())
+    chosen = set(usable)
+    for index, row in enumerate(rows):
+        answer = loaded.answer(outputs[index], lengths[index]) if index in chosen else None
+        part.write(_output_row(row, answer, loaded, fmt))
+    return len(rows) - len(usable)
+
+
+def _output_row(
+    row: dict[str, Any], answer: dict[str, Any] | None, loaded: LoadedModel, fmt: str
+) -> bytes:
+    error = None if answer is not None else "empty text: no prediction"
+    if fmt == "jsonl":
+        prediction = None
+        if answer is not None:
+            keys = ("value",) if loaded.task == "regression" else ("label", "score", "scores")
+            prediction = {k: answer[k] for k in (*keys, "tokens", "truncated")}
+        record = {**row, "prediction": prediction, "error": error}
+        return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+    values = list(row.values())
+    if answer is None:
+        width = 1 if loaded.task == "regression" else 2 + len(loaded.names)
+        return _csv_line([*values, *([""] * width), "", "", error])
+    if loaded.task == "regression":
+        return _csv_line([*values, answer["value"], answer["tokens"], answer["truncated"], ""])
+    scores = [round(answer["scores"][name], 6) for name in loaded.names]
+    return _csv_line(
+        [
+            *values,
+            answer["label"],
+            round(answer["score"], 6),
+            *scores,
+            answer["tokens"],
+            answer["truncated"],
+            "",
+        ]
+    )
+
+
+def _report(spec: BatchSpec, loaded: LoadedModel, labels: Any, folder: Path) -> EvaluationReport:
+    """The evaluation report over the rows that got a prediction."""
+    outputs = np.fromfile(folder / OUTPUTS_FILE, dtype="<f8").reshape(-1, len(loaded.names))
+    keep = ~np.isnan(outputs).any(axis=1)
+    summary = loaded.job.get("training_labels", {})
+    if loaded.task == "regression":
+        targets = np.asarray(labels, dtype=np.float64)[keep]
+        mean = float(summary.get("mean", targets.mean() if len(targets) else 0.0))
+        return regression_report(outputs[keep][:, 0], targets, mean)
+    index = {name: i for i, name in enumerate(loaded.names)}
+    targets = np.asarray([index[str(v)] for v in labels], dtype=np.int64)[keep]
+    counts = summary.get("counts") or {}
+    majority = (
+        index[max(counts, key=lambda k: counts[k])]
+        if counts
+        else int(np.bincount(targets, minlength=len(loaded.names)).argmax())
+    )
+    return classification_report(outputs[keep], targets, loaded.names, majority)
