@@ -275,6 +275,60 @@ def register(cli: typer.Typer) -> None:
             out.print(f"{said}{score}{cut}\t{text}", highlight=False, markup=False)
 
     @cli.command()
+    def evaluate(
+        job: str,
+        file: Annotated[str, typer.Argument(help="a labelled file (uploaded for you) or file id")],
+        label_column: str | None = None,
+        text_column: str | None = None,
+        checkpoint: Annotated[
+            str | None, typer.Option(help="a checkpoint name from the job's checkpoints")
+        ] = None,
+        output: Annotated[Path | None, typer.Option(help="also save the predictions here")] = None,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Judge a job's model (or checkpoint) on a labelled file: waits, prints the report."""
+        with connect(url, api_key) as client:
+            batch = client.evaluate(
+                job,
+                _file_id(client, file),
+                label_column=label_column,
+                text_column=text_column,
+                checkpoint=checkpoint,
+            )
+            console.print(f"evaluation {batch.id} queued")
+            done = client.wait_batch(batch.id, interval=0.5)
+            if done.status != JobStatus.succeeded:
+                fail(f"evaluation {done.status}: {done.error.message if done.error else ''}")
+            report = client.batch_report(batch.id)
+            if output is not None:
+                client.download_predictions(batch.id, output)
+                console.print(f"predictions in {output}")
+        if not show(report, as_json):
+            print_evaluation(report, out)
+
+    @cli.command("batch-predict")
+    def batch_predict(
+        job: str,
+        file: Annotated[str, typer.Argument(help="a file (uploaded for you) or file id")],
+        output: Annotated[Path, typer.Option(help="where to save the predictions")],
+        text_column: str | None = None,
+        url: UrlOption = None,
+        api_key: KeyOption = None,
+    ) -> None:
+        """Score a whole file with a job's model as a batch job; waits and saves the rows with
+        their predictions."""
+        with connect(url, api_key) as client:
+            batch = client.batch_predict(job, _file_id(client, file), text_column=text_column)
+            console.print(f"batch prediction {batch.id} queued")
+            done = client.wait_batch(batch.id, interval=0.5)
+            if done.status != JobStatus.succeeded:
+                fail(f"batch {done.status}: {done.error.message if done.error else ''}")
+            client.download_predictions(batch.id, output)
+        out.print(f"{done.rows} rows ({done.rows_failed} failed) in {output}")
+
+    @cli.command()
     def download(
         job: str,
         output: Annotated[Path | None, typer.Option(help="folder (default: ./JOB_ID)")] = None,

@@ -48,7 +48,7 @@ def page(service: Service) -> Iterator[Any]:
 
 
 def test_dashboard_shows_a_finished_job_with_its_charts(
-    page: Any, alice: Client, service: Service, data_dir: Path, tmp_path: Path
+    page: Any, alice: Client, service: Service, predictor: None, data_dir: Path, tmp_path: Path
 ) -> None:
     started = time.monotonic()
     job = submit_tiny(alice, alice.upload(data_dir / "train.csv").id)
@@ -74,6 +74,13 @@ def test_dashboard_shows_a_finished_job_with_its_charts(
     assert shown == report.confusion_matrix
     assert page.locator("#per-class tbody tr").count() == len(report.labels)
     assert page.locator("#thresholds tbody tr").count() == 9
+    # Try the model: the answer is the API's own.
+    page.fill("#try-text", "a warm and fun film")
+    page.click("#try-form button")
+    page.wait_for_selector("#try-result tbody tr")
+    (answer,) = alice.predict(job.id, ["a warm and fun film"])
+    first = page.inner_text("#try-result tbody tr:first-child td:first-child")
+    assert first == answer.label
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-job.png"), full_page=True)
 

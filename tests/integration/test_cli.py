@@ -254,3 +254,29 @@ def test_report_shows_findings_and_exits_1_on_problems(service: Service, tmp_pat
     result = run(service, "report", str(variants), check=False)
     assert result.returncode == 1
     assert "problem:" in result.stdout and "'Yes' (rows 3)" in result.stdout
+
+
+def test_evaluate_and_batch_predict(service: Service, data_dir: Path, tmp_path: Path) -> None:
+    job_id = run(
+        service,
+        "submit",
+        "--model",
+        "tiny",
+        "--train",
+        str(data_dir / "train.csv"),
+        "--text-column",
+        "sentence",
+        "--label-column",
+        "label",
+        "--epochs",
+        "1",
+        "--watch",
+    ).stdout.split()[0]
+    shown = run(service, "evaluate", job_id, str(data_dir / "validation.csv")).stdout
+    assert "evaluation on 60 rows" in shown and "confusion matrix" in shown
+    saved = tmp_path / "scored.csv"
+    said = run(
+        service, "batch-predict", job_id, str(data_dir / "validation.csv"), "--output", str(saved)
+    )
+    assert "60 rows (0 failed)" in said.stdout
+    assert saved.read_text().splitlines()[0].startswith("sentence,label,predicted_label,score")

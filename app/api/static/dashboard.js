@@ -234,6 +234,27 @@ async function showJob(jobId) {
     link.remove();
   });
 
+  document.getElementById("try-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = document.getElementById("try-error");
+    error.textContent = "";
+    try {
+      const answer = await json(`/v1/jobs/${jobId}/predictions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ inputs: [{ text: document.getElementById("try-text").value }] }),
+      });
+      const prediction = answer.data[0];
+      const rows = prediction.value != null
+        ? [["value", prediction.value]]
+        : Object.entries(prediction.scores).sort((a, b) => b[1] - a[1]);
+      tableOf(document.getElementById("try-result"), ["label", "probability"], rows);
+      if (prediction.truncated) error.textContent = `truncated: ${prediction.tokens} tokens`;
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+
   const refresh = async () => {
     let job;
     try {
@@ -284,7 +305,10 @@ async function showJob(jobId) {
       item.className = e.type;
       return item;
     }));
-    if (job.status === "succeeded" && !reportShown) reportShown = await showReport(jobId);
+    if (job.status === "succeeded" && !reportShown) {
+      reportShown = await showReport(jobId);
+      document.getElementById("try").hidden = false;
+    }
     if (["succeeded", "failed", "cancelled"].includes(job.status)) clearInterval(timer);
   };
   let reportShown = false;
