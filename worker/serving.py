@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from scipy.special import softmax
 from transformers import (
+    AutoConfig,
     AutoTokenizer,
     PreTrainedTokenizerBase,
     TFAutoModelForSequenceClassification,
@@ -58,11 +59,20 @@ class LoadedModel:
         apply_precision("float32")
         try:
             job = json.loads((folder / "job.json").read_text())
-            model = TFAutoModelForSequenceClassification.from_pretrained(str(folder))
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            if checkpoint is not None and not any(folder.glob("tf_model.*")):
+                # A checkpoint of a job that saved no model: its config, then its weights.
+                config = AutoConfig.from_pretrained(str(folder))
+                model = TFAutoModelForSequenceClassification.from_config(config)
+                model.build_in_name_scope()
+            else:
+                model = TFAutoModelForSequenceClassification.from_pretrained(str(folder))
             if checkpoint is not None:
-                tf.train.Checkpoint(model=model).read(str(checkpoint)).expect_partial()
-        except (OSError, ValueError, tf.errors.OpError) as exc:
+                # Every weight of the model must come from the checkpoint (the optimizer's
+                # slots and the data position in it are not needed).
+                status = tf.train.Checkpoint(model=model).read(str(checkpoint))
+                status.assert_existing_objects_matched().expect_partial()
+        except (OSError, ValueError, AssertionError, tf.errors.OpError) as exc:
             raise PredictionFailed(f"could not load the job's model: {exc}") from exc
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         accepted = set(model.input_signature)

@@ -15,6 +15,8 @@ from typing import Any
 
 ID_PATTERN = re.compile(r"^(file|job|batch)_[0-9a-f]{32}$")
 CHECKPOINT_STATE_SUFFIX = ".state.json"
+# Beside a job's checkpoints: config, tokenizer and labels, to make a model of any checkpoint.
+CHECKPOINT_MODEL_DIR = "model"
 # In every trained model folder; the API serves it (GET /v1/jobs/{id}/report).
 REPORT_FILE = "report.json"
 

@@ -13,7 +13,7 @@ import pytest
 from app.core.schemas import FileObject, Job, JobStatus
 from finetune import Client, Invalid, NotFound
 from tests.support.factories import sentiment_rows, write_csv
-from tests.support.harness import running_service, wait_until
+from tests.support.harness import Service, running_service, wait_until
 from tests.support.jobs import submit_tiny
 
 DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
@@ -148,3 +148,40 @@ def test_a_killed_batch_resumes_without_repeated_or_missing_rows(
         uninterrupted = client.download_predictions(clean.id, tmp_path / "b.csv").read_bytes()
         assert interrupted == uninterrupted
         assert interrupted.count(b"\n") == 60_001  # the header and every row once
+
+
+def test_a_checkpoint_of_a_cancelled_job_can_be_evaluated(
+    alice: Client, service: Service, validation_file: FileObject, data_dir: Path, tmp_path: Path
+) -> None:
+    import tensorflow as tf
+    from scipy.special import softmax
+    from transformers import AutoConfig, AutoTokenizer, TFAutoModelForSequenceClassification
+
+    file = alice.upload(data_dir / "train.csv")
+    job = submit_tiny(alice, file.id, hyperparameters={"epochs": 60, "checkpoint_every_steps": 10})
+    wait_until(lambda: len(alice.checkpoints(job.id)) >= 2, 120, "two checkpoints", interval=0.2)
+    alice.cancel(job.id)
+    assert alice.wait(job.id, until=DONE, timeout=60, interval=0.2).status == "cancelled"
+    with pytest.raises(Invalid) as refused:
+        alice.evaluate(job.id, validation_file.id)
+    assert refused.value.param == "job_id"
+
+    name = alice.checkpoints(job.id)[0].name
+    evaluation = alice.evaluate(job.id, validation_file.id, checkpoint=name)
+    done = alice.wait_batch(evaluation.id, timeout=120, interval=0.2)
+    assert done.status == "succeeded", done.error
+    output = alice.download_predictions(evaluation.id, tmp_path / "scored.csv")
+    scores = [float(r["score_1"]) for r in csv.DictReader(output.open())]
+
+    saved = Path(service.env["FINETUNE_STORAGE_DIR"]) / "jobs" / job.id / "checkpoints"
+    model = TFAutoModelForSequenceClassification.from_config(
+        AutoConfig.from_pretrained(saved / "model")
+    )
+    model.build_in_name_scope()
+    tf.train.Checkpoint(model=model).read(str(saved / name)).expect_partial()
+    tokenizer = AutoTokenizer.from_pretrained(saved / "model")
+    rows = list(csv.DictReader((data_dir / "validation.csv").open()))
+    encoded = tokenizer([r["sentence"] for r in rows], padding=True, return_tensors="tf")
+    expected = softmax(model(encoded).logits.numpy().astype(np.float64), axis=-1)[:, 1]
+    assert np.allclose(scores, expected, atol=1e-5)
+    assert alice.batch_report(evaluation.id).rows == len(rows)

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras
 
 from app.core.catalog import ModelRef
+from app.core.layout import CHECKPOINT_MODEL_DIR, write_atomically
 from app.core.schemas import EvaluationReport, HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
@@ -149,6 +150,7 @@ def _run(
     trainer = Trainer(
         model, tokenizer, train, validation, data.labels, hp, reporter, checkpoint_dir
     )
+    describe_checkpoints(checkpoint_dir, model, tokenizer, data, spec, reporter)
     reporter.event(
         "stage",
         f"training: {hp.epochs} epochs of {trainer.steps_per_epoch} steps",
@@ -253,6 +255,31 @@ def continued_from(
     except (OSError, ValueError):
         pass
     return {"source": "job", "job_id": spec.base_job_id, "previous": previous}
+
+
+def describe_checkpoints(
+    checkpoint_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    data: LoadedData,
+    spec: JobSpec,
+    reporter: Reporter,
+) -> None:
+    """Beside the checkpoints, what turns one into a usable model (config, tokenizer, labels,
+    max_length): any listed checkpoint can be evaluated or used for batch predictions, also of
+    a job that was cancelled or failed before it saved a model."""
+    folder = checkpoint_dir / CHECKPOINT_MODEL_DIR
+    reporter.assert_owner()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    described = {
+        "task": data.labels.task,
+        "hyperparameters": {"max_length": spec.hyperparameters.max_length},
+        "id2label": {str(k): v for k, v in data.labels.id2label.items()},
+        "training_labels": training_label_summary(data),
+    }
+    write_atomically(folder / "job.json", json.dumps(described, indent=2))
 
 
 def training_label_summary(data: LoadedData) -> dict[str, Any]:

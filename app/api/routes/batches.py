@@ -20,6 +20,7 @@ from app.api.deps import SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.core.layout import (
     BATCH_OUTPUT_NAMES,
+    CHECKPOINT_MODEL_DIR,
     REPORT_FILE,
     attempt_output_dir,
     checkpoint_dir,
@@ -73,10 +74,15 @@ def create_batch(
         raise not_found("job", body.job_id)
     model_folder = attempt_output_dir(settings.storage_dir, source.id, source.attempt)
     if source.status != JobStatus.succeeded or not (model_folder / "config.json").is_file():
-        raise invalid(
-            f"job '{source.id}' is {source.status}: its model can be used once it succeeded",
-            "job_id",
-        )
+        # Not a finished model; a checkpoint of it can still be used (what makes a model of
+        # one is written beside the checkpoints when training starts).
+        model_folder = checkpoint_dir(settings.storage_dir, source.id) / CHECKPOINT_MODEL_DIR
+        if body.checkpoint is None or not (model_folder / "config.json").is_file():
+            raise invalid(
+                f"job '{source.id}' is {source.status}: its model can be used once it "
+                "succeeded, or one of its checkpoints (`checkpoint`) once it has some",
+                "job_id" if body.checkpoint is None else "checkpoint",
+            )
     file = store.get_file(tenant, body.input_file) if is_valid_id(body.input_file, "file") else None
     if file is None or not Path(file.path).exists():
         raise invalid(
