@@ -92,14 +92,31 @@ def run_demo(client: Client) -> int:
     if first_step:
         waited = (first_step.time - events[0].time).total_seconds()
         print(f"submit to first reported training step: {waited:.1f} s")
+    report = client.report(job.id)
+    print(
+        f"validation ({report.rows} rows): "
+        + ", ".join(
+            f"{name} {value:.3f} (baseline {report.baseline[name]:.3f})"
+            for name, value in report.metrics.items()
+            if name in report.baseline
+        )
+    )
+    for warning in report.warnings:
+        print("warning:", warning)
+    sentences = ["a wonderful, heartfelt film that i loved", "a boring mess that drags on"]
+    if client.health().get("prediction_workers"):
+        print("online predictions (POST /v1/jobs/{id}/predictions):")
+        for sentence, answer in zip(sentences, client.predict(job.id, sentences), strict=True):
+            print(f"  {answer.label:<9} {answer.score:.3f} <- {sentence!r}")
     folder = client.download(job.id, ROOT / "var" / "demo")
     print(f"downloaded the model to {folder}")
     print("metrics:", json.dumps(job.metrics))
-    predict(folder)
+    print("the downloaded model, with transformers:")
+    predict(folder, sentences)
     return 0
 
 
-def predict(folder: Path) -> None:
+def predict(folder: Path, sentences: list[str]) -> None:
     """The downloaded folder is a plain transformers model: load it and classify two reviews."""
     from worker.quiet import native_start_up_silenced  # also quiets transformers
 
@@ -108,7 +125,6 @@ def predict(folder: Path) -> None:
 
         model = TFAutoModelForSequenceClassification.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    sentences = ["a wonderful, heartfelt film that i loved", "a boring mess that drags on"]
     logits = model(tokenizer(sentences, return_tensors="tf", padding=True)).logits.numpy()
     for sentence, row in zip(sentences, logits, strict=True):
         print(f"  {model.config.id2label[int(row.argmax())]:<9} <- {sentence!r}")

@@ -108,7 +108,7 @@ def _start_heartbeat(store: Store, name: str, kind: WorkerKind) -> None:
 def _note_receipt(request: Any = None, **_: Any) -> None:
     """In the parent, as a job's message arrives: see `Store.note_receipt`. The receipt lives
     two leases: time for the pool process to start and claim the job."""
-    if getattr(request, "name", None) != RUN_JOB_TASK:
+    if getattr(request, "task_name", None) != RUN_JOB_TASK:  # not a prediction request
         return
     try:
         job_id, attempt = request.args[0], int(request.args[1])

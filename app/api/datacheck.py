@@ -17,16 +17,17 @@ import contextlib
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from app.api.datafiles import Format, iter_batches
+from app.api.datafiles import DataFileProblem, Format, iter_batches
 from app.core.labels import task_for_dtype
 from app.core.layout import write_atomically
 from app.core.schemas import DataReport, LabelVariant, RowGroup, TokenLengths
+from app.core.store import FileRecord
 
 GROUPS_SHOWN = 10  # duplicate/conflict groups listed in a report
 ROWS_SHOWN = 10  # row numbers listed per group
@@ -340,3 +341,57 @@ def file_report(
     with contextlib.suppress(OSError):  # a cache: the report stands without it
         write_atomically(cached, report.model_dump_json())
     return report, columns
+
+
+def check_submission(
+    train: FileRecord | None,
+    validation: FileRecord | None,
+    request: ReportRequest,
+    max_rows: int,
+) -> list[str]:
+    """A job's files, each reported (cached) with the job's columns, model and max_length,
+    then the pair for overlap. Raises DataFileProblem (with the file's request field) on a
+    problem; returns the warnings, each saying which file it is about."""
+    warnings: list[str] = []
+    columns: dict[str, Columns] = {}
+    files = {"training": (train, "training_file"), "validation": (validation, "validation_file")}
+    for which, (record, param) in files.items():
+        if record is None:
+            continue
+        try:
+            report, read = file_report(
+                Path(record.path),
+                record.public.format,
+                record.public.id,
+                record.public.filename,
+                record.public.rows,
+                replace(request, validation=which == "validation"),
+                max_rows,
+            )
+        except DataFileProblem as exc:
+            raise DataFileProblem(str(exc), param) from exc
+        if report.problems:
+            raise DataFileProblem(f"{which} data: " + "; ".join(report.problems), param)
+        warnings += [f"{which} data: {w}" for w in report.warnings]
+        if read is not None:
+            columns[which] = read
+    if train is None or validation is None:
+        return warnings
+    for which, (record, _) in files.items():
+        if which not in columns and record is not None:
+            columns[which] = read_columns(
+                Path(record.path),
+                record.public.format,
+                request.text_column,
+                request.pair_column,
+                request.label_column,
+                max_rows,
+            )
+    overlap, every = overlap_warning(columns["training"], columns["validation"])
+    if every:
+        raise DataFileProblem(
+            "every validation row's text is also in the training file: validation would only "
+            "measure memory; use held-out rows",
+            "validation_file",
+        )
+    return [*warnings, overlap] if overlap else warnings

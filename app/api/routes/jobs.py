@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query
 from fastapi.responses import FileResponse
 
-from app.api.datacheck import Columns, ReportRequest, file_report, overlap_warning, read_columns
+from app.api.datacheck import ReportRequest, check_submission
 from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
@@ -188,8 +188,8 @@ def check_data(
     model_folder: Path | None,
     settings: Settings,
 ) -> list[str]:
-    """The data reports of the job's files (with its model's tokenizer and max_length): their
-    problems refuse the job, naming the rows; their warnings are returned for its events."""
+    """The data checks with the job's model and max_length: problems answer 422 naming the
+    rows; warnings are returned for the job's events."""
     request = ReportRequest(
         text_column=body.text_column,
         pair_column=body.text_pair_column,
@@ -198,52 +198,10 @@ def check_data(
         model_folder=model_folder,
         max_length=body.hyperparameters.max_length,
     )
-    warnings: list[str] = []
-    columns: dict[str, Columns] = {}
-    for record, param, which in (
-        (train, "training_file", "training"),
-        (validation, "validation_file", "validation"),
-    ):
-        if record is None:
-            continue
-        try:
-            report, read = file_report(
-                Path(record.path),
-                record.public.format,
-                record.public.id,
-                record.public.filename,
-                record.public.rows,
-                replace(request, validation=which == "validation"),
-                settings.data_report_max_rows,
-            )
-        except DataFileProblem as exc:
-            raise invalid(str(exc), param) from exc
-        if report.problems:
-            raise invalid(f"{which} data: " + "; ".join(report.problems), param)
-        warnings += [f"{which} data: {w}" for w in report.warnings]
-        if read is not None:
-            columns[which] = read
-    if train is not None and validation is not None:
-        for which, record in (("training", train), ("validation", validation)):
-            if which not in columns:
-                columns[which] = read_columns(
-                    Path(record.path),
-                    record.public.format,
-                    body.text_column,
-                    body.text_pair_column,
-                    body.label_column,
-                    settings.data_report_max_rows,
-                )
-        overlap, every = overlap_warning(columns["training"], columns["validation"])
-        if every:
-            raise invalid(
-                "every validation row's text is also in the training file: validation would "
-                "only measure memory; use held-out rows",
-                "validation_file",
-            )
-        if overlap:
-            warnings.append(overlap)
-    return warnings
+    try:
+        return check_submission(train, validation, request, settings.data_report_max_rows)
+    except DataFileProblem as exc:
+        raise invalid(str(exc), exc.param) from exc
 
 
 def _scan(
@@ -253,8 +211,8 @@ def _scan(
     settings: Settings,
     param: str | None,
 ) -> tuple[list[str] | None, set[str]]:
-    """The one read of a data file a submission makes; its problems answer 422 naming `param`
-    (or the column's own field)."""
+    """A data file's shape and labels, in one read; its problems answer 422 naming `param` (or
+    the column's own field)."""
     try:
         return scan_columns(
             Path(record.path),
