@@ -15,6 +15,7 @@ from finetune import Client, Invalid, NotFound
 from tests.support.factories import sentiment_rows, write_csv
 from tests.support.harness import Service, running_service, wait_until
 from tests.support.jobs import submit_tiny
+from tests.support.models import float32_policy, load_reference
 
 DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 HEADER = ["sentence", "label"]
@@ -37,12 +38,10 @@ def validation_file(alice: Client, data_dir: Path) -> FileObject:
 def model_outputs(folder: Path, texts: list[str], checkpoint: Path | None = None) -> np.ndarray:
     import tensorflow as tf
     from scipy.special import softmax
-    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
-    model = TFAutoModelForSequenceClassification.from_pretrained(folder)
+    model, tokenizer = load_reference(folder)
     if checkpoint is not None:
         tf.train.Checkpoint(model=model).read(str(checkpoint)).expect_partial()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
     encoded = tokenizer(texts, truncation=True, max_length=128, padding=True, return_tensors="tf")
     return softmax(model(encoded).logits.numpy().astype(np.float64), axis=-1)
 
@@ -174,6 +173,7 @@ def test_a_checkpoint_of_a_cancelled_job_can_be_evaluated(
     scores = [float(r["score_1"]) for r in csv.DictReader(output.open())]
 
     saved = Path(service.env["FINETUNE_STORAGE_DIR"]) / "jobs" / job.id / "checkpoints"
+    float32_policy()
     model = TFAutoModelForSequenceClassification.from_config(
         AutoConfig.from_pretrained(saved / "model")
     )

@@ -21,6 +21,7 @@ from tests.conftest import KEYS, OPERATOR_KEY, tenant_client
 from tests.support.factories import write_csv
 from tests.support.harness import ROOT, Service, wait_until
 from tests.support.jobs import submit_tiny, tiny_job_body
+from tests.support.models import load_reference
 
 DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 
@@ -46,8 +47,6 @@ def test_upload_submit_poll_download_predict(
     data_dir: Path,
     tmp_path: Path,
 ) -> None:
-    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
-
     assert train_file.rows == 400 and train_file.columns == ["sentence", "label"]
     assert train_file.format == "csv"
     job = submit_tiny(
@@ -77,9 +76,7 @@ def test_upload_submit_poll_download_predict(
     checkpoints = alice.checkpoints(done.id)
     assert checkpoints and checkpoints[-1].global_step == 75
 
-    folder = alice.download(done.id, tmp_path)
-    model = TFAutoModelForSequenceClassification.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model, tokenizer = load_reference(alice.download(done.id, tmp_path))
     batch = tokenizer(
         ["a warm and fun film", "a cold and boring plot"], return_tensors="tf", padding=True
     )

@@ -45,7 +45,9 @@ from app.core.settings import Settings
 from app.core.store import JobRecord, Store, TransitionRefused, new_id, now
 
 log = logging.getLogger("finetune.api")
-router = APIRouter(tags=["batch predictions"], responses=error_responses(401, 404, 409, 422, 429))
+router = APIRouter(
+    tags=["batch predictions"], responses=error_responses(400, 401, 404, 409, 422, 429)
+)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 

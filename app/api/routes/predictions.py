@@ -18,7 +18,7 @@ from app.core.schemas import JobStatus, Prediction, PredictionList, PredictionRe
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["predictions"],
-    responses=error_responses(401, 404, 409, 422, 500, 503),
+    responses=error_responses(400, 401, 404, 409, 422, 500, 503),
 )
 
 
