@@ -129,6 +129,9 @@ def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path:
     assert len(history["epoch_train_loss"]) == 3
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["final"] == metrics["final"]
+    report = json.loads((folder / "report.json").read_text())
+    assert saved["report"] == report
+    assert sum(map(sum, report["confusion_matrix"])) == report["rows"] == 60
     tags = set()
     for event_file in (folder / "tensorboard").rglob("events.out.tfevents.*"):
         for record in tf.compat.v1.train.summary_iterator(str(event_file)):

@@ -176,6 +176,7 @@ def _run(
     metrics = {
         "final": final,
         "warnings": report.warnings,
+        "report": report.model_dump(mode="json"),  # also report.json, served by the API
         "evaluations": [e.model_dump() for e in result.state.evaluations],
         "best_step": result.state.best_step,
         "stopped_early": result.stopped_early,
