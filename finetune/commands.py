@@ -370,7 +370,11 @@ def describe(job: Job, stage: str | None) -> str:
         return "waiting for a worker"
     if p.total_steps == 0:
         return stage or "starting"
-    metrics = ", ".join(f"{k} {v:.3f}" for k, v in job.metrics.items() if k != "loss")
+    metrics = ", ".join(
+        f"{k} {v:.3f}"
+        for k, v in job.metrics.items()
+        if k != "loss" and not k.startswith("baseline_")
+    )
     parts = [f"epoch {p.epoch}/{p.epochs} step {p.step}/{p.total_steps}"]
     if p.eta_seconds is not None:
         parts.append(f"eta {p.eta_seconds:.0f} s")
