@@ -99,3 +99,38 @@ def test_webhook_waits_in_the_outbox_until_a_worker_can_send_it(
         assert [status for status, _, _ in mine] == [500, 200]
         assert json.loads(mine[-1][2])["type"] == "job.cancelled"
         assert Store(connect(redis_server.url)).outbox_length() == 0
+
+
+def test_batch_prediction_webhook_and_its_target_check(
+    alice: Client, data_dir: Path, receiver: Receiver
+) -> None:
+    file_id = alice.upload(data_dir / "train.csv").id
+    job = alice.wait(
+        submit_tiny(alice, file_id, hyperparameters={"epochs": 1}).id, timeout=180, interval=0.2
+    )
+    scored = alice.upload(data_dir / "validation.csv").id
+    with pytest.raises(Invalid) as refused:  # loopback, but not the allowed name
+        alice.request(
+            "POST",
+            "/v1/batch_predictions",
+            json={"job_id": job.id, "input_file": scored, "webhook_url": "http://[::1]:9/"},
+        )
+    assert refused.value.param == "webhook_url"
+    response = alice.request(
+        "POST",
+        "/v1/batch_predictions",
+        json={"job_id": job.id, "input_file": scored, "webhook_url": receiver.url},
+    )
+    batch_id = response.json()["id"]
+    assert alice.wait_batch(batch_id, timeout=120, interval=0.2).status == "succeeded"
+
+    def delivered() -> dict[str, object] | None:
+        for status, _, body in receiver.calls:
+            event = json.loads(body)
+            if status == 200 and event.get("batch_prediction", {}).get("id") == batch_id:
+                return event
+        return None
+
+    event = wait_until(delivered, 30, "the batch's webhook")
+    assert event["type"] == "batch_prediction.succeeded"
+    assert event["batch_prediction"]["model"] == job.id

@@ -10,6 +10,12 @@ from typing import Any
 from tests.support.harness import free_port
 
 
+def subject_id(body: bytes) -> str:
+    """The id of the job (or batch prediction) a delivery is about."""
+    event = json.loads(body)
+    return str((event.get("job") or event.get("batch_prediction"))["id"])
+
+
 class Receiver:
     """Answers 500 to the first delivery of each job (to exercise the retry), then 200."""
 
@@ -20,8 +26,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                job_id = json.loads(body)["job"]["id"]
-                first = not any(json.loads(b)["job"]["id"] == job_id for _, _, b in receiver.calls)
+                job_id = subject_id(body)
+                first = not any(subject_id(b) == job_id for _, _, b in receiver.calls)
                 status = 500 if first else 200
                 receiver.calls.append((status, dict(self.headers), body))
                 self.send_response(status)

@@ -30,6 +30,7 @@ from app.core.layout import (
     list_checkpoints,
 )
 from app.core.lifecycle import ring
+from app.core.netguard import UnsafeTarget, check_url, parse_allowed
 from app.core.queue import get_celery
 from app.core.schemas import (
     BatchPrediction,
@@ -85,6 +86,11 @@ def create_batch(
                 "succeeded, or one of its checkpoints (`checkpoint`) once it has some",
                 "job_id" if body.checkpoint is None else "checkpoint",
             )
+    if body.webhook_url is not None:
+        try:
+            check_url(body.webhook_url, parse_allowed(settings.webhook_allowed_hosts))
+        except UnsafeTarget as exc:
+            raise invalid(f"webhook_url: {exc}", "webhook_url") from exc
     file = store.get_file(tenant, body.input_file) if is_valid_id(body.input_file, "file") else None
     if file is None or not Path(file.path).exists():
         raise invalid(
