@@ -70,6 +70,21 @@ def test_batch_prediction_writes_every_row_with_the_models_scores(
     assert [r["predicted_label"] for r in scored] == [str(i) for i in expected.argmax(-1)]
     assert alice.batches().data[0].id == batch.id
 
+    # Idempotency-Keys: a retry returns the same batch; the same key on a job is another space.
+    key = f"score-{uploaded.id}"
+    first = alice.batch_predict(trained.id, uploaded.id, idempotency_key=key)
+    assert alice.batch_predict(trained.id, uploaded.id, idempotency_key=key).id == first.id
+    job = alice.submit(
+        model="tiny",
+        training_file=uploaded.id,
+        text_column="sentence",
+        idempotency_key=key,
+        hyperparameters={"epochs": 1},
+    )
+    assert job.id.startswith("job_") and alice.job(job.id).id == job.id
+    alice.cancel(job.id)
+    alice.wait_batch(first.id, timeout=120, interval=0.2)
+
 
 def test_evaluation_report_of_a_file_and_of_a_checkpoint(
     alice: Client, bob: Client, trained: Job, validation_file: FileObject, data_dir: Path,

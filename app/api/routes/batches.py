@@ -223,8 +223,8 @@ def create_batch_prediction(
     """Score a whole uploaded file with a job's model (or one of its checkpoints); download
     the rows with their predictions from `output` once it succeeded."""
     if idempotency_key:
-        existing = store.find_idempotent(tenant, idempotency_key)
-        if existing is not None and existing.kind == "batch_prediction":
+        existing = store.find_idempotent(tenant, idempotency_key, "batch_prediction")
+        if existing is not None:
             return _view(store, existing)
     record = create_batch(body, tenant, store, settings)
     return _submit(record, tenant, store, settings, background, idempotency_key)

@@ -30,11 +30,15 @@ class Jobs(EventLog):
     return ARGV[1]
     """
 
-    def _idempotency(self, tenant: str, key: str) -> str:
-        return f"{PREFIX}:idem:{tenant}:{key}"
+    def _idempotency(self, tenant: str, key: str, kind: JobKind = "fine_tune") -> str:
+        """Per tenant and per kind: a key used for a job never answers for a batch."""
+        scope = "" if kind == "fine_tune" else f"{kind}:"
+        return f"{PREFIX}:idem:{tenant}:{scope}{key}"
 
-    def find_idempotent(self, tenant: str, key: str) -> JobRecord | None:
-        job_id = self.r.get(self._idempotency(tenant, key))
+    def find_idempotent(
+        self, tenant: str, key: str, kind: JobKind = "fine_tune"
+    ) -> JobRecord | None:
+        job_id = self.r.get(self._idempotency(tenant, key, kind))
         return self.get_job(tenant, job_id) if job_id else None
 
     def create_job(
@@ -48,7 +52,11 @@ class Jobs(EventLog):
 
         The key and the record are written in one script, so two concurrent retries can never
         both create a job."""
-        idem = self._idempotency(record.tenant, idempotency_key) if idempotency_key else ""
+        idem = (
+            self._idempotency(record.tenant, idempotency_key, record.kind)
+            if idempotency_key
+            else ""
+        )
         stored_id = self.r.eval(
             self._CREATE_JOB,
             6,
