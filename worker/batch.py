@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.layout import BATCH_OUTPUT_NAMES, REPORT_FILE, write_atomically
+from app.core.layout import BATCH_OUTPUT_NAMES, REPORT_FILE, fsync_dir, write_atomically
 from app.core.schemas import BatchSpec, EvaluationReport, Progress
 from worker.errors import InvalidInput, JobCancelled, JobInterrupted
 from worker.pipeline.data import load_source
@@ -48,6 +48,40 @@ def run_batch_prediction(spec: BatchSpec, folder: Path, reporter: Reporter) -> d
     except PredictionFailed as exc:
         raise InvalidInput(str(exc)) from exc
     data = load_source(spec.input_path, allow_hub=False)
+    total = len(data)
+    final = folder / BATCH_OUTPUT_NAMES[spec.input_format]
+    state = _read_state(folder)
+    if final.exists() and state["rows"] >= total:
+        # An earlier attempt wrote every row and published the file, then died before the
+        # batch was marked done: nothing to predict again (and the part file is gone).
+        reporter.event("stage", f"all {total} rows were predicted by an earlier attempt")
+    else:
+        state = _predict_rows(spec, folder, loaded, data, reporter)
+        reporter.assert_owner()
+        (folder / PART_FILE).replace(final)
+        fsync_dir(folder)
+    metrics: dict[str, Any] = {"rows": total, "rows_failed": state["failed"]}
+    if spec.label_column is not None:
+        if (folder / OUTPUTS_FILE).exists():
+            report = _report(spec, loaded, data[spec.label_column], folder)
+            write_atomically(folder / REPORT_FILE, report.model_dump_json(indent=2))
+        else:  # written by the attempt that also removed the outputs
+            report = EvaluationReport.model_validate_json((folder / REPORT_FILE).read_bytes())
+        metrics.update(report.metrics)
+        for warning in report.warnings:
+            reporter.event("warning", warning)
+    (folder / OUTPUTS_FILE).unlink(missing_ok=True)
+    reporter.event(
+        "stage",
+        f"predicted {total} rows ({state['failed']} failed) in {time.monotonic() - started:.1f} s",
+    )
+    return metrics
+
+
+def _predict_rows(
+    spec: BatchSpec, folder: Path, loaded: LoadedModel, data: Any, reporter: Reporter
+) -> dict[str, int]:
+    """Every row not yet done, chunk by chunk, each chunk durable before its position is."""
     total = len(data)
     state = _restore(folder)
     if state["rows"]:
@@ -95,31 +129,22 @@ def run_batch_prediction(spec: BatchSpec, folder: Path, reporter: Reporter) -> d
                     failed=state["failed"],
                 )
             )
-    reporter.assert_owner()
-    (folder / PART_FILE).replace(folder / BATCH_OUTPUT_NAMES[spec.input_format])
-    metrics: dict[str, Any] = {"rows": total, "rows_failed": state["failed"]}
-    if spec.label_column is not None:
-        report = _report(spec, loaded, data[spec.label_column], folder)
-        write_atomically(folder / REPORT_FILE, report.model_dump_json(indent=2))
-        metrics.update(report.metrics)
-        for warning in report.warnings:
-            reporter.event("warning", warning)
-    (folder / OUTPUTS_FILE).unlink(missing_ok=True)
-    reporter.event(
-        "stage",
-        f"predicted {total} rows ({state['failed']} failed) in {time.monotonic() - started:.1f} s",
-    )
-    return metrics
+    return state
+
+
+def _read_state(folder: Path) -> dict[str, int]:
+    state = {"rows": 0, "failed": 0, "part_bytes": 0, "outputs_bytes": 0}
+    path = folder / STATE_FILE
+    if path.is_file():
+        state.update(json.loads(path.read_text()))
+    return state
 
 
 def _restore(folder: Path) -> dict[str, int]:
     """The last recorded position, with the part files cut back to it (anything after it was
     written by an attempt that died before recording it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"rows": 0, "failed": 0, "part_bytes": 0, "outputs_bytes": 0}
-    path = folder / STATE_FILE
-    if path.is_file():
-        state.update(json.loads(path.read_text()))
+    state = _read_state(folder)
     for name, size in ((PART_FILE, state["part_bytes"]), (OUTPUTS_FILE, state["outputs_bytes"])):
         with (folder / name).open("ab") as handle:
             handle.truncate(size)

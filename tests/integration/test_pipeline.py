@@ -414,3 +414,31 @@ def test_validation_label_unknown_to_training(
 def test_missing_data_file(models_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DataNotFound, match="does not exist"):
         train(spec_for(tmp_path / "gone.csv"), tmp_path, models_dir)
+
+
+def test_a_batch_rerun_after_its_output_was_published_changes_nothing(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """The attempt that published the predictions died before the batch was marked done; the
+    re-delivered attempt must neither predict again nor damage the published file."""
+    from app.core.schemas import BatchSpec
+    from worker.batch import run_batch_prediction
+
+    train(spec_for(data_dir / "train.csv", epochs=1), tmp_path, models_dir)
+    spec = BatchSpec(
+        job_id="job_" + "0" * 32,
+        model_path=str(tmp_path / "model"),
+        input_path=str(data_dir / "validation.csv"),
+        input_format="csv",
+        text_column="sentence",
+        label_column="label",
+    )
+    folder = tmp_path / "batch"
+    first = run_batch_prediction(spec, folder, Recorder())
+    published = (folder / "predictions.csv").read_bytes()
+    assert published.count(b"\n") == 61 and (folder / "report.json").is_file()
+    again = Recorder()
+    assert run_batch_prediction(spec, folder, again) == first
+    assert (folder / "predictions.csv").read_bytes() == published
+    stages = [message for kind, message, _ in again.events if kind == "stage"]
+    assert "all 60 rows were predicted by an earlier attempt" in stages
