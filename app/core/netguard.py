@@ -31,7 +31,7 @@ def resolve(host: str) -> list[str]:
     """Every address the name resolves to (a literal address resolves to itself)."""
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # gaierror is an OSError
         raise UnsafeTarget(f"the host '{host}' does not resolve ({exc})") from exc
     return sorted({str(info[4][0]) for info in infos})
 
@@ -77,7 +77,10 @@ def allowed(host: str, addresses: Iterable[Address], allow: list[str]) -> bool:
 def check_url(url: str, allow: list[str], resolver: Resolver = resolve) -> list[str]:
     """Raise UnsafeTarget unless every address `url`'s host resolves to may be sent to; returns
     those addresses."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host
+        raise UnsafeTarget(f"the URL is not valid: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise UnsafeTarget("the URL must start with http:// or https://")
     host = parts.hostname

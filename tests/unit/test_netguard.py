@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.netguard import UnsafeTarget, check_url, parse_allowed
+from app.core.netguard import UnsafeTarget, check_url, parse_allowed, resolve
 
 
 def fixed(mapping: dict[str, list[str]]):  # type: ignore[no-untyped-def]
@@ -86,8 +86,20 @@ def test_operators_can_allow_named_hosts_and_networks() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://93.184.215.14/", "http:///nohost", "http://user:pw@93.184.215.14/"]
+    "url",
+    [
+        "ftp://93.184.215.14/",
+        "http:///nohost",
+        "http://user:pw@93.184.215.14/",
+        "https://0\u008cW[\u00e1X/",  # an unbalanced "[": urlsplit raises (found by fuzzing)
+    ],
 )
 def test_malformed_urls_are_refused(url: str) -> None:
     with pytest.raises(UnsafeTarget):
         check_url(url, [], resolver=lambda h: [h])
+
+
+def test_names_that_cannot_be_looked_up_are_refused_before_any_lookup() -> None:
+    # CPython refuses an embedded NUL before it calls getaddrinfo: nothing is sent.
+    with pytest.raises(UnsafeTarget):
+        resolve("bad\x00host")
