@@ -23,6 +23,11 @@ MINIMISED_METRICS = frozenset({"loss", "mse"})
 MetricName = Literal["loss", "accuracy", "f1_macro", "matthews_correlation", "mse", "pearson"]
 
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Metadata = dict[
+    Annotated[str, StringConstraints(max_length=64)],
+    Annotated[str, StringConstraints(max_length=512)],
+]
+WebhookUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,2000}$")]
 # A local model name: one path segment, no traversal; a hub id adds one "org/" prefix.
 LOCAL_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -147,13 +152,8 @@ class JobCreate(StrictModel):
     text_pair_column: ColumnName | None = None
     label_column: ColumnName = "label"
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    metadata: dict[
-        Annotated[str, StringConstraints(max_length=64)],
-        Annotated[str, StringConstraints(max_length=512)],
-    ] = Field(default_factory=dict, max_length=16)
-    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,2000}$")] | None = (
-        None
-    )
+    metadata: Metadata = Field(default_factory=dict, max_length=16)
+    webhook_url: WebhookUrl | None = None
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> JobCreate:
@@ -386,13 +386,8 @@ class BatchPredictionCreate(StrictModel):
     checkpoint: CheckpointName | None = Field(
         default=None, description="one of GET /v1/jobs/{id}/checkpoints; else the final model"
     )
-    metadata: dict[
-        Annotated[str, StringConstraints(max_length=64)],
-        Annotated[str, StringConstraints(max_length=512)],
-    ] = Field(default_factory=dict, max_length=16)
-    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,2000}$")] | None = (
-        None
-    )
+    metadata: Metadata = Field(default_factory=dict, max_length=16)
+    webhook_url: WebhookUrl | None = None
 
 
 class EvaluationCreate(StrictModel):

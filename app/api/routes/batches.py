@@ -295,7 +295,7 @@ def batch_events(
     batch_id: str,
     tenant: TenantDep,
     store: StoreDep,
-    after: Annotated[str | None, Query(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+    after: Annotated[str | None, Query(pattern=r"^\d{1,19}-\d{1,19}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventList:
     _load(store, tenant, batch_id)

@@ -350,7 +350,7 @@ def job_events(
     job_id: str,
     tenant: TenantDep,
     store: StoreDep,
-    after: Annotated[str | None, Query(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+    after: Annotated[str | None, Query(pattern=r"^\d{1,19}-\d{1,19}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventList:
     _load(store, tenant, job_id)

@@ -39,7 +39,10 @@ class AsyncReader:
 
     async def await_reply(self, request_id: str, timeout: float) -> str | None:
         """The answer to an online request (`Coordination.put_reply`), or None after `timeout`."""
-        found = await self.waits.blpop([Coordination.reply_key(request_id)], timeout=timeout)
+        try:
+            found = await self.waits.blpop([Coordination.reply_key(request_id)], timeout=timeout)
+        except RedisTimeoutError:  # no answer in time, however the wait ended
+            return None
         return None if found is None else str(found[1])
 
     async def job_record(self, tenant: str, job_id: str) -> JobRecord | None:
