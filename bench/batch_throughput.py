@@ -30,7 +30,7 @@ from pathlib import Path
 
 from app.core.catalog import packaged_model_folder
 from app.core.schemas import TERMINAL_STATUSES, JobStatus
-from bench.data import add_data_dir_option, data_set
+from bench.data import add_data_dir_option, data_set, first_rows
 from finetune import Client
 from tests.support.harness import RedisServer, Service, free_port, service_env
 
@@ -74,12 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "models").mkdir()
-        rows = list(csv.DictReader((sst2 / "train.csv").open()))[: args.train_rows]
-        small = root / "sst2-small.csv"
-        with small.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["sentence", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
+        small = first_rows(sst2 / "train.csv", args.train_rows, root / "sst2-small.csv")
         redis_server = RedisServer(free_port(), root / "redis").start()
         service = Service(
             service_env(redis_server.url, root / "storage", root / "models"),

@@ -55,3 +55,16 @@ def download_glue(name: str) -> Path:
         rows = load_dataset("nyu-mll/glue", name, split=split)
         rows.select_columns(["sentence", "label"]).to_csv(str(target), index=False)
     return folder
+
+
+def first_rows(source: Path, rows: int, target: Path) -> Path:
+    """The first `rows` rows of a sentence,label CSV file, written to `target`."""
+    import csv
+
+    with source.open() as handle:
+        kept = list(csv.DictReader(handle))[:rows]
+    with target.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["sentence", "label"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+    return target

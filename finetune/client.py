@@ -349,8 +349,11 @@ class Client:
 
     def iter_events(self, job_id: str, *, after: str | None = None) -> Iterator[Event]:
         """Every event after `after` (all when None), fetching pages as needed."""
+        return self._paged_events(f"/v1/jobs/{job_id}/events", after)
+
+    def _paged_events(self, path: str, after: str | None) -> Iterator[Event]:
         while True:
-            page = self.events_page(job_id, after=after, limit=1000)
+            page = self._get(path, EventList, after=after, limit=1000)
             yield from page.data
             if not page.has_more or not page.data:
                 return
@@ -463,16 +466,7 @@ class Client:
             time.sleep(interval)
 
     def batch_events(self, batch_id: str) -> list[Event]:
-        events: list[Event] = []
-        after = None
-        while True:
-            page = self._get(
-                f"/v1/batch_predictions/{batch_id}/events", EventList, after=after, limit=1000
-            )
-            events += page.data
-            if not page.has_more or not page.data:
-                return events
-            after = page.data[-1].id
+        return list(self._paged_events(f"/v1/batch_predictions/{batch_id}/events", None))
 
     def batch_report(self, batch_id: str) -> EvaluationReport:
         response = self.request("GET", f"/v1/batch_predictions/{batch_id}/report")
