@@ -12,7 +12,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from finetune import Client
-from tests.support.factories import build_tiny_bert, sentiment_rows, write_csv
+from tests.support.factories import ENTITY_WORDS, build_tiny_bert, sentiment_rows, write_csv
 from tests.support.harness import RedisServer, Service, free_port, service_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -25,6 +25,7 @@ KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-9876543210"}
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     build_tiny_bert(folder / "tiny")
+    build_tiny_bert(folder / "tiny-entities", extra_words=ENTITY_WORDS)
     return folder
 
 

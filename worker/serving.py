@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from scipy.special import softmax
 from transformers import (
     AutoConfig,
     AutoTokenizer,
     PreTrainedTokenizerBase,
-    TFAutoModelForSequenceClassification,
     TFPreTrainedModel,
 )
 
@@ -30,6 +28,7 @@ from app.core.layout import attempt_output_dir
 from app.core.settings import Settings
 from worker.cache import Lru
 from worker.hardware import apply_precision
+from worker.pipeline.tasks import TaskType, task_named
 
 log = logging.getLogger("finetune.serving")
 PAD_TO_MULTIPLE_OF = 16  # few distinct shapes, so few traces of the forward pass
@@ -44,7 +43,8 @@ class PredictionFailed(Exception):
 class LoadedModel:
     model: TFPreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    task: str
+    task: str  # job.json's: "classification", "regression", or the job's task
+    task_type: TaskType
     names: list[str]
     max_length: int
     forward: Any  # tf.function: model inputs -> logits
@@ -59,14 +59,15 @@ class LoadedModel:
         apply_precision("float32")
         try:
             job = json.loads((folder / "job.json").read_text())
+            task_type = task_named(job.get("task", "classification"))
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
             if checkpoint is not None and not any(folder.glob("tf_model.*")):
                 # A checkpoint of a job that saved no model: its config, then its weights.
                 config = AutoConfig.from_pretrained(str(folder))
-                model = TFAutoModelForSequenceClassification.from_config(config)
+                model = task_type.model_class.from_config(config)
                 model.build_in_name_scope()
             else:
-                model = TFAutoModelForSequenceClassification.from_pretrained(str(folder))
+                model = task_type.model_class.from_pretrained(str(folder))
             if checkpoint is not None:
                 # Every weight of the model must come from the checkpoint (the optimizer's
                 # slots and the data position in it are not needed).
@@ -89,6 +90,7 @@ class LoadedModel:
             model=model,
             tokenizer=tokenizer,
             task=job.get("task", "classification"),
+            task_type=task_type,
             names=names,
             max_length=int(job["hyperparameters"]["max_length"]),
             forward=call,
@@ -117,36 +119,16 @@ class LoadedModel:
         return results, lengths
 
     def answer(self, output: np.ndarray, length: int) -> dict[str, Any]:
-        """One row's prediction as the API answers it."""
-        return self._answer(output, length)
+        """One row's prediction from its whole-text outputs (sequence tasks)."""
+        answer = getattr(self.task_type, "answer", None)
+        if answer is None:
+            raise PredictionFailed(f"{self.task} models answer whole texts only online")
+        result: dict[str, Any] = answer(self, output, length)
+        return result
 
     def predict(self, inputs: list[dict[str, str | None]]) -> list[dict[str, Any]]:
-        """One answer per input, in order. Inputs with and without a second text are encoded
-        separately (a tokenizer takes pairs for all rows or for none)."""
-        answers: list[dict[str, Any] | None] = [None] * len(inputs)
-        for paired in (False, True):
-            rows = [i for i, x in enumerate(inputs) if (x.get("text_pair") is not None) == paired]
-            if not rows:
-                continue
-            texts = [str(inputs[i]["text"]) for i in rows]
-            pairs = [str(inputs[i]["text_pair"]) for i in rows] if paired else None
-            outputs, lengths = self.outputs(texts, pairs)
-            for row, output, length in zip(rows, outputs, lengths, strict=True):
-                answers[row] = self._answer(output, length)
-        return [a for a in answers if a is not None]
-
-    def _answer(self, output: np.ndarray, length: int) -> dict[str, Any]:
-        common = {"tokens": length, "truncated": length > self.max_length}
-        if self.task == "regression":
-            return {"value": float(output[0]), **common}
-        probabilities = softmax(output)
-        best = int(probabilities.argmax())
-        return {
-            "label": self.names[best],
-            "score": float(probabilities[best]),
-            "scores": {name: float(p) for name, p in zip(self.names, probabilities, strict=True)},
-            **common,
-        }
+        """One answer per input, in order, as the job's task answers it."""
+        return self.task_type.predict(self, inputs)
 
 
 class ModelServer:

@@ -6,7 +6,13 @@ import math
 from collections.abc import Iterable
 from typing import Literal
 
-Task = Literal["classification", "regression"]
+Task = Literal[
+    "classification",
+    "regression",
+    "multi_label_classification",
+    "token_classification",
+    "masked_lm",
+]
 
 
 class LabelProblem(ValueError):
@@ -52,3 +58,18 @@ def check_regression_targets(values: Iterable[object], first_row: int = 1) -> No
     for row, value in enumerate(values, start=first_row):
         if value is None or not isinstance(value, int | float) or not math.isfinite(value):
             raise LabelProblem(f"row {row}: regression label {value!r} is not a finite number")
+
+
+def label_set(value: object, delimiter: str) -> list[object]:
+    """A multi-label row's labels: a list (JSON Lines, Parquet), or a delimited string (CSV;
+    empty means no label). Missing is an error: a row without labels is an empty list."""
+    if value is None:
+        raise LabelProblem("the label set is missing (an empty list means no label)")
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(delimiter) if part.strip()]
+    if isinstance(value, list | tuple):
+        for item in value:
+            if item is None or not isinstance(item, str | int) or isinstance(item, bool):
+                raise LabelProblem(f"label {item!r} in a label set is not text or an integer")
+        return list(value)
+    raise LabelProblem(f"{type(value).__name__} is not a label set; use a list of labels")

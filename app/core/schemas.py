@@ -18,9 +18,42 @@ from app.core.settings import Precision
 
 CLASSIFICATION_METRICS = ("loss", "accuracy", "f1_macro", "matthews_correlation")
 REGRESSION_METRICS = ("loss", "mse", "pearson")
+MULTI_LABEL_METRICS = ("loss", "f1_micro", "f1_macro", "exact_match")
+TOKEN_CLASSIFICATION_METRICS = ("loss", "precision", "recall", "f1", "accuracy")
+MASKED_LM_METRICS = ("loss", "perplexity", "accuracy")
 # Metrics where smaller is better; every other one is maximised.
-MINIMISED_METRICS = frozenset({"loss", "mse"})
-MetricName = Literal["loss", "accuracy", "f1_macro", "matthews_correlation", "mse", "pearson"]
+MINIMISED_METRICS = frozenset({"loss", "mse", "perplexity"})
+MetricName = Literal[
+    "loss",
+    "accuracy",
+    "f1_macro",
+    "matthews_correlation",
+    "mse",
+    "pearson",
+    "f1_micro",
+    "exact_match",
+    "precision",
+    "recall",
+    "f1",
+    "perplexity",
+]
+# What a job trains. Sequence classification covers regression too (a float label column).
+TaskName = Literal[
+    "sequence_classification", "multi_label_classification", "token_classification", "masked_lm"
+]
+# What a trained model answers (job.json's "task", the evaluation report's `task`).
+ReportTask = Literal[
+    "classification",
+    "regression",
+    "multi_label_classification",
+    "token_classification",
+    "masked_lm",
+]
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "multi_label_classification": MULTI_LABEL_METRICS,
+    "token_classification": TOKEN_CLASSIFICATION_METRICS,
+    "masked_lm": MASKED_LM_METRICS,
+}
 
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Metadata = dict[
@@ -80,6 +113,12 @@ class Hyperparameters(StrictModel):
         description="classification: weigh each class's rows in the loss; 'balanced' gives "
         "rows/(classes x class rows) (scikit-learn's definition), a mapping label -> weight "
         "sets them (labels left out weigh 1)",
+    )
+    mlm_probability: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="masked_lm: the share of tokens masked (80% [MASK], 10% random, 10% kept)",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     eval_every: Literal["epoch"] | Annotated[int, Field(ge=1)] = Field(
@@ -151,17 +190,55 @@ class JobCreate(StrictModel):
     text_column: ColumnName = "text"
     text_pair_column: ColumnName | None = None
     label_column: ColumnName = "label"
+    task: TaskName = Field(
+        default="sequence_classification",
+        description="sequence_classification: one label per text (numbers: regression); "
+        "multi_label_classification: a set of labels per text; token_classification: a tag "
+        "per word (text_column: word lists, label_column: IOB2 tag lists); masked_lm: "
+        "domain adaptation on text alone (no label column)",
+    )
+    label_delimiter: Annotated[str, StringConstraints(min_length=1, max_length=8)] = Field(
+        default=",",
+        description="multi_label_classification, a text label column (CSV): what separates "
+        "the labels of a row",
+    )
+    label_names: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = (
+        Field(
+            default=None,
+            max_length=1000,
+            description="token_classification with integer tags: the tag name of each id",
+        )
+    )
+    invalid_tags: Literal["refuse", "repair"] = Field(
+        default="refuse",
+        description="token_classification: tag sequences that break IOB2 (an I-X that does "
+        "not follow B-X or I-X) are refused, or repaired (that I-X becomes B-X, as IOB1 data "
+        "needs)",
+    )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     metadata: Metadata = Field(default_factory=dict, max_length=16)
     webhook_url: WebhookUrl | None = None
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> JobCreate:
-        named = [self.text_column, self.label_column]
+        named = [self.text_column]
+        if self.task != "masked_lm":
+            named.append(self.label_column)
         if self.text_pair_column is not None:
             named.append(self.text_pair_column)
         if len(set(named)) != len(named):
             raise ValueError("text_column, text_pair_column and label_column must be different")
+        if self.text_pair_column is not None and self.task in ("token_classification", "masked_lm"):
+            raise ValueError(f"text_pair_column does not apply to {self.task}")
+        hp = self.hyperparameters
+        if hp.class_weight is not None and self.task != "sequence_classification":
+            raise ValueError("class_weight applies to sequence_classification only")
+        allowed = METRICS_BY_TASK.get(self.task)
+        if allowed is not None and hp.early_stopping_metric not in allowed:
+            raise ValueError(
+                f"early_stopping_metric '{hp.early_stopping_metric}' does not apply to "
+                f"{self.task}; use one of {', '.join(allowed)}"
+            )
         if self.validation_file is not None and self.validation_file == self.training_file:
             raise ValueError(
                 "validation_file is the training file; omit it to hold out part of the training "
@@ -257,12 +334,14 @@ class EvaluationReport(BaseModel):
     `GET /v1/jobs/{id}/report`)."""
 
     object: Literal["evaluation_report"] = "evaluation_report"
-    task: Literal["classification", "regression"]
+    task: ReportTask
     rows: int
     metrics: dict[str, float]
     baseline: dict[str, float] = Field(
         description="classification: always answering the training set's most frequent class; "
-        "regression: always answering the training mean"
+        "regression: always answering the training mean; multi-label: always answering the "
+        "training set's most frequent label set; token classification: tagging every word O; "
+        "masked LM: the model before this job trained it"
     )
     labels: list[str] = Field(default_factory=list)
     confusion_matrix: list[list[int]] = Field(
@@ -272,6 +351,15 @@ class EvaluationReport(BaseModel):
     per_class: list[ClassScores] = Field(default_factory=list)
     predicted_classes: int | None = None
     binary: BinaryScores | None = None
+    threshold: float | None = Field(
+        default=None,
+        description="multi-label: the decision threshold chosen on validation (saved with the "
+        "model, used by its predictions); `metrics` are taken at it",
+    )
+    thresholds: list[dict[str, float]] = Field(
+        default_factory=list,
+        description="multi-label: micro and macro F1 at each candidate threshold",
+    )
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -290,7 +378,32 @@ class PredictionRequest(StrictModel):
     inputs: list[PredictionInput] = Field(min_length=1, max_length=MAX_PREDICTION_INPUTS)
 
 
+class Entity(BaseModel):
+    """Token classification: one entity found in the text."""
+
+    entity: str = Field(description="its type (the tag without B-/I-)")
+    text: str
+    start: int = Field(description="character offset in the input text")
+    end: int = Field(description="character offset one past its end")
+    score: float = Field(description="the mean probability of its words' tags")
+
+
+class Fill(BaseModel):
+    token: str
+    score: float
+
+
 class Prediction(BaseModel):
+    labels: list[str] | None = Field(
+        default=None,
+        description="multi-label: the labels whose probability reaches the model's threshold",
+    )
+    threshold: float | None = Field(default=None, description="multi-label: that threshold")
+    entities: list[Entity] | None = Field(default=None, description="token classification")
+    fills: list[list[Fill]] | None = Field(
+        default=None,
+        description="masked LM: for each mask token in the text, the most likely tokens",
+    )
     label: str | None = Field(default=None, description="classification: the predicted label")
     score: float | None = Field(default=None, description="classification: its probability")
     scores: dict[str, float] = Field(
@@ -469,6 +582,7 @@ class Job(BaseModel):
     text_column: str
     text_pair_column: str | None = None
     label_column: str
+    task: TaskName = "sequence_classification"
     hyperparameters: Hyperparameters
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: datetime

@@ -13,6 +13,7 @@ shapes (XLA compiles, and oneDNN builds kernels, once per shape).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,9 @@ import tensorflow as tf
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, TFPreTrainedModel
 
-from worker.pipeline.encode import LENGTH
+from worker.pipeline.data import LENGTH
+
+Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
 # Rows sorted together when grouping by length: large enough that batches come out nearly
 # uniform in length, small enough that the epoch still mixes the whole dataset.
@@ -125,6 +128,14 @@ def plan_epoch(
     return EpochPlan(order, batch_size, real_tokens, rows, longest)
 
 
+def bucket_length(buckets: np.ndarray, features: list[dict[str, Any]]) -> int | None:
+    """The smallest bucket that holds the batch's longest row; None when none does
+    (validation rows longer than every training row: padded to their own longest)."""
+    longest = max(len(f["input_ids"]) for f in features)
+    at = int(np.searchsorted(buckets, longest))
+    return None if at == len(buckets) else int(buckets[at])
+
+
 class BucketCollator:
     """Per-batch padding up to the smallest bucket that holds the batch's longest row."""
 
@@ -133,21 +144,19 @@ class BucketCollator:
         self.buckets = buckets
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        longest = max(len(f["input_ids"]) for f in features)
-        at = int(np.searchsorted(self.buckets, longest))
-        if at == len(self.buckets):  # longer than any bucket (validation rows): as is
+        length = bucket_length(self.buckets, features)
+        if length is None:
             self.pad.padding, self.pad.max_length = "longest", None
         else:
-            self.pad.padding, self.pad.max_length = "max_length", int(self.buckets[at])
-        return self.pad(features)
+            self.pad.padding, self.pad.max_length = "max_length", length
+        return dict(self.pad(features))
 
 
 def train_batches(
     model: TFPreTrainedModel,
     ds: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
     plan: EpochPlan,
-    buckets: np.ndarray,
+    collate_fn: Collator,
     skip_batches: int = 0,
 ) -> tf.data.Dataset:
     ordered = ds.select(plan.order[skip_batches * plan.batch_size :])
@@ -155,30 +164,24 @@ def train_batches(
         ordered,
         batch_size=plan.batch_size,
         shuffle=False,
-        collate_fn=BucketCollator(tokenizer, buckets),
+        collate_fn=collate_fn,
         drop_remainder=False,
     )
+
+
+def eval_rows(ds: Dataset) -> Dataset:
+    """Validation rows sorted by length (less padding); metrics do not depend on order. The
+    outputs of `eval_batches` come in this order."""
+    return ds.select(np.argsort(np.asarray(ds[LENGTH]), kind="stable"))
 
 
 def eval_batches(
-    model: TFPreTrainedModel,
-    ds: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    batch_size: int,
-    buckets: np.ndarray,
+    model: TFPreTrainedModel, rows: Dataset, batch_size: int, collate_fn: Collator
 ) -> tf.data.Dataset:
-    """Validation rows sorted by length (less padding); metrics do not depend on order."""
-    order = np.argsort(np.asarray(ds[LENGTH]), kind="stable")
     return model.prepare_tf_dataset(
-        ds.select(order),
+        rows,
         batch_size=batch_size,
         shuffle=False,
-        collate_fn=BucketCollator(tokenizer, buckets),
+        collate_fn=collate_fn,
         drop_remainder=False,
     )
-
-
-def eval_labels(ds: Dataset) -> np.ndarray:
-    """Labels in the order `eval_batches` yields them."""
-    order = np.argsort(np.asarray(ds[LENGTH]), kind="stable")
-    return np.asarray(ds.select(order)["labels"])

@@ -1,28 +1,23 @@
-"""Stage 1: load the training and validation data with `datasets` and map labels to ids."""
+"""Stage 1: load the training and validation data with `datasets`; the job's task
+(`worker.pipeline.tasks`) checks the columns and maps labels to ids."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import datasets
 from datasets import ClassLabel, Dataset
 
-from app.core.labels import (
-    LabelProblem,
-    Task,
-    check_regression_targets,
-    class_names,
-    task_for_dtype,
-)
+from app.core.labels import Task
 from app.core.schemas import HubDataset, JobSpec
 from worker.errors import DataNotFound, InvalidInput
 
 FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 LABELS = "labels"  # the column transformers' TF models take their targets from
+LENGTH = "length"  # real tokens per row: batching groups by it and progress counts it
 
 
 @dataclass
@@ -50,6 +45,17 @@ class LoadedData:
     labels: LabelInfo
     validation_held_out: bool
     fingerprints: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+class TaskData(Protocol):
+    """The part of a task (`worker.pipeline.tasks`) that reads its labels."""
+
+    def check_columns(self, ds: Dataset, spec: JobSpec, split: str) -> None: ...
+    def infer_labels(self, train: Dataset, spec: JobSpec, max_labels: int) -> LabelInfo: ...
+    def encode_labels(
+        self, ds: Dataset, spec: JobSpec, labels: LabelInfo, split: str
+    ) -> tuple[Dataset, list[str]]: ...
 
 
 def load_source(
@@ -96,76 +102,9 @@ def file_fingerprint(source: str | HubDataset) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def check_columns(ds: Dataset, spec: JobSpec, split: str) -> None:
-    wanted = [spec.text_column, spec.label_column]
-    if spec.text_pair_column:
-        wanted.append(spec.text_pair_column)
-    missing = [c for c in wanted if c not in ds.column_names]
-    if missing:
-        raise InvalidInput(
-            f"{split} data has no column {', '.join(repr(c) for c in missing)}; "
-            f"its columns are {', '.join(ds.column_names)}"
-        )
-    if len(ds) == 0:
-        raise InvalidInput(f"{split} data has no rows")
-    for column in wanted[:1] + wanted[2:]:
-        for row, value in enumerate(ds[column], start=1):
-            if value is None:
-                raise InvalidInput(f"{split} data row {row}: text column '{column}' is empty")
-            if not isinstance(value, str):
-                raise InvalidInput(
-                    f"{split} data row {row}: text column '{column}' holds "
-                    f"{type(value).__name__}, not text"
-                )
-
-
-def infer_labels(ds: Dataset, label_column: str, max_labels: int) -> LabelInfo:
-    feature = ds.features[label_column]
-    values = list(ds[label_column])
-    for row, value in enumerate(values, start=1):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise InvalidInput(f"training data row {row}: the label is missing")
-    try:
-        if isinstance(feature, ClassLabel):
-            return LabelInfo("classification", list(feature.names))
-        task = task_for_dtype(getattr(feature, "dtype", "string"))
-        if task == "regression":
-            check_regression_targets(values)
-            return LabelInfo("regression")
-        return LabelInfo("classification", class_names(values, max_labels))
-    except LabelProblem as exc:
-        raise InvalidInput(f"training data, column '{label_column}': {exc}") from exc
-
-
-def encode_labels(ds: Dataset, label_column: str, labels: LabelInfo, split: str) -> Dataset:
-    """Add the `labels` column (class ids, or float targets for regression)."""
-    values = list(ds[label_column])
-    if labels.task == "regression":
-        try:
-            check_regression_targets(values)
-        except LabelProblem as exc:
-            raise InvalidInput(f"{split} data, column '{label_column}': {exc}") from exc
-        targets: list[Any] = [float(v) for v in values]
-    elif isinstance(ds.features[label_column], ClassLabel):
-        targets = values
-    else:
-        ids = labels.label2id
-        targets = []
-        for row, value in enumerate(values, start=1):
-            label_id = ids.get(str(value)) if value is not None else None
-            if label_id is None:
-                raise InvalidInput(
-                    f"{split} data row {row}: label {value!r} is not one of the training "
-                    f"labels ({', '.join(labels.names[:20])})"
-                )
-            targets.append(label_id)
-    if LABELS in ds.column_names:
-        ds = ds.remove_columns(LABELS)
-    return ds.add_column(LABELS, targets)
-
-
 def load_splits(
     spec: JobSpec,
+    task: TaskData,
     *,
     allow_hub: bool,
     max_labels: int,
@@ -176,17 +115,18 @@ def load_splits(
     hp = spec.hyperparameters
     known = known_fingerprints or {}
     train = load_source(spec.training_file, allow_hub=allow_hub, cache_dir=cache_dir)
-    check_columns(train, spec, "training")
-    labels = infer_labels(train, spec.label_column, max_labels)
+    task.check_columns(train, spec, "training")
+    labels = task.infer_labels(train, spec, max_labels)
     fingerprints: dict[str, Any] = {
         "training": known.get("training") or file_fingerprint(spec.training_file)
     }
-    train = encode_labels(train, spec.label_column, labels, "training")
+    train, warnings = task.encode_labels(train, spec, labels, "training")
 
     if spec.validation_file is not None:
         validation = load_source(spec.validation_file, allow_hub=allow_hub, cache_dir=cache_dir)
-        check_columns(validation, spec, "validation")
-        validation = encode_labels(validation, spec.label_column, labels, "validation")
+        task.check_columns(validation, spec, "validation")
+        validation, more = task.encode_labels(validation, spec, labels, "validation")
+        warnings += more
         fingerprints["validation"] = known.get("validation") or file_fingerprint(
             spec.validation_file
         )
@@ -202,7 +142,7 @@ def load_splits(
         }
         held_out = True
     fingerprints["rows"] = {"training": len(train), "validation": len(validation)}
-    return LoadedData(train, validation, labels, held_out, fingerprints)
+    return LoadedData(train, validation, labels, held_out, fingerprints, warnings)
 
 
 def _hold_out(

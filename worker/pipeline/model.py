@@ -16,7 +16,6 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedTokenizerBase,
-    TFAutoModelForSequenceClassification,
     TFPreTrainedModel,
 )
 
@@ -24,6 +23,7 @@ from app.core.catalog import ModelRef, UnknownModel, resolve_model
 from worker import cache
 from worker.errors import ModelNotFound
 from worker.pipeline.data import LabelInfo
+from worker.pipeline.tasks import TaskType
 
 
 def find_model(name: str, models_dir: Path, allow_hub: bool) -> ModelRef:
@@ -40,18 +40,24 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
         raise ModelNotFound(f"could not load the tokenizer of '{ref.name}': {exc}") from exc
 
 
-def previous_labels(ref: ModelRef) -> list[str] | None:
-    """The label names of a model that was itself fine-tuned for sequence classification (a
-    previous job's model): its head knows them. None for a pretrained model without a head."""
+def previous_architecture(ref: ModelRef) -> str | None:
+    """The architecture a local model folder was saved as (`BertForMaskedLM`, ...)."""
     if ref.source != "local":
         return None
     try:
         config = AutoConfig.from_pretrained(ref.location, local_files_only=True)
     except (OSError, ValueError):
         return None
-    architectures = config.architectures or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    return (config.architectures or [None])[0]
+
+
+def previous_labels(ref: ModelRef, task: TaskType) -> list[str] | None:
+    """The label names of a model that was itself fine-tuned for this task (a previous job's
+    model): its head knows them. None for a model without such a head."""
+    architecture = previous_architecture(ref)
+    if architecture is None or not architecture.endswith(task.head_suffix):
         return None
+    config = AutoConfig.from_pretrained(ref.location, local_files_only=True)
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
@@ -71,32 +77,27 @@ def reset_head(model: TFPreTrainedModel) -> None:
                 dense.bias.assign(dense.bias_initializer(dense.bias.shape))
 
 
-def load_model(ref: ModelRef, labels: LabelInfo) -> TFPreTrainedModel:
-    """A sequence-classification model with a head for this job's labels: fresh, or a
-    previous job's own when its labels are the same."""
-    model = _from_pretrained(ref, labels)
-    before = previous_labels(ref)
-    if before is not None and labels.task == "classification" and before != labels.names:
+def load_model(ref: ModelRef, task: TaskType, labels: LabelInfo) -> TFPreTrainedModel:
+    """The task's model with a head for this job's labels: fresh, or a previous job's own
+    when it was trained for the same task and labels."""
+    model = _from_pretrained(ref, task, labels)
+    before = previous_labels(ref, task)
+    if before is not None and labels.names and before != labels.names:
         reset_head(model)
     return model
 
 
-def _from_pretrained(ref: ModelRef, labels: LabelInfo) -> TFPreTrainedModel:
+def _from_pretrained(ref: ModelRef, task: TaskType, labels: LabelInfo) -> TFPreTrainedModel:
     try:
-        return TFAutoModelForSequenceClassification.from_pretrained(
+        return task.model_class.from_pretrained(
             ref.location,
             local_files_only=ref.source == "local",
-            num_labels=labels.num_labels,
-            id2label=labels.id2label,
-            label2id=labels.label2id,
-            problem_type=(
-                "regression" if labels.task == "regression" else "single_label_classification"
-            ),
             ignore_mismatched_sizes=True,
+            **task.model_options(labels),
         )
     except ValueError as exc:
         raise ModelNotFound(
-            f"'{ref.name}' cannot be used for sequence classification: {exc}"
+            f"'{ref.name}' cannot be used for {task.name}: {str(exc).splitlines()[0]}"
         ) from exc
     except OSError as exc:
         raise ModelNotFound(f"could not load model '{ref.name}': {exc}") from exc
@@ -124,7 +125,7 @@ def _inner_name(weight: Any) -> str:
 
 
 def load_model_and_tokenizer(
-    ref: ModelRef, labels: LabelInfo, seed: int
+    ref: ModelRef, task: TaskType, labels: LabelInfo, seed: int
 ) -> tuple[TFPreTrainedModel, PreTrainedTokenizerBase, bool]:
     """The job's model and tokenizer, and whether they came from this worker's cache.
 
@@ -137,18 +138,19 @@ def load_model_and_tokenizer(
         ref.location,
         identity,
         seed,
+        task.name,
         labels.task,
         tuple(sorted(labels.id2label.items())),
     )
     kept = cache.pretrained.get(key) if identity is not None else None
     if kept is None:
         tokenizer = load_tokenizer(ref)
-        model = load_model(ref, labels)
+        model = load_model(ref, task, labels)
         if identity is not None:
             weights = {_inner_name(w): w.numpy() for w in model.weights}
             cache.pretrained.put(key, LoadedModel(model.config, tokenizer, weights))
         return model, tokenizer, False
-    model = TFAutoModelForSequenceClassification.from_config(kept.config)
+    model = task.model_class.from_config(kept.config)
     model.build_in_name_scope()
     for weight in model.weights:
         weight.assign(kept.weights[_inner_name(weight)])

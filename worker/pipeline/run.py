@@ -12,27 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from app.core.catalog import ModelRef
 from app.core.layout import CHECKPOINT_MODEL_DIR, write_atomically
-from app.core.schemas import EvaluationReport, HubDataset, JobSpec
+from app.core.schemas import HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
-from worker.pipeline.data import LABELS, LabelInfo, LoadedData, file_fingerprint, load_splits
-from worker.pipeline.encode import tokenize
+from worker.pipeline.data import LabelInfo, LoadedData, file_fingerprint, load_splits
 from worker.pipeline.model import (
     find_model,
     load_model_and_tokenizer,
     model_flops_per_token,
+    previous_architecture,
     previous_labels,
 )
-from worker.pipeline.quality import majority_class
-from worker.pipeline.report import classification_report, regression_report
 from worker.pipeline.save import library_versions, save_outputs
+from worker.pipeline.tasks import TaskType, task_named
 from worker.pipeline.train import Trainer
 from worker.reporter import Reporter
 from worker.tensorboard import TensorBoardReporter
@@ -89,6 +87,7 @@ def _run(
     started: float,
 ) -> dict[str, Any]:
     hp = spec.hyperparameters
+    task = task_named(spec.task)
     seed_everything(hp.seed)
     requested = hp.precision if hp.precision != "auto" else options.default_precision
     policy = resolve_precision(requested)
@@ -107,6 +106,7 @@ def _run(
     if kept is None:
         data = load_splits(
             spec,
+            task,
             allow_hub=options.allow_hub,
             max_labels=options.max_labels,
             cache_dir=options.cache_dir,
@@ -122,10 +122,12 @@ def _run(
         task=data.labels.task,
         num_labels=data.labels.num_labels,
     )
+    for warning in data.warnings:
+        reporter.event("warning", warning)
 
     t0 = time.monotonic()
-    lineage = continued_from(spec, ref, data.labels, reporter)
-    model, tokenizer, model_cached = load_model_and_tokenizer(ref, data.labels, hp.seed)
+    lineage = continued_from(spec, ref, task, data.labels, reporter)
+    model, tokenizer, model_cached = load_model_and_tokenizer(ref, task, data.labels, hp.seed)
     reporter.event(
         "stage",
         f"loaded model {ref.name} ({policy}"
@@ -135,9 +137,8 @@ def _run(
 
     if kept is None:
         t0 = time.monotonic()
-        columns = (spec.text_column, spec.text_pair_column, hp.max_length)
-        train = tokenize(data.train, tokenizer, *columns)
-        validation = tokenize(data.validation, tokenizer, *columns)
+        train = task.tokenize(data.train, tokenizer, spec)
+        validation = task.tokenize(data.validation, tokenizer, spec)
         if key is not None:
             cache.tokenized_data.put(key, (data, train, validation))
         reporter.event(
@@ -148,9 +149,10 @@ def _run(
         reporter.event("stage", f"reused {len(train) + len(validation)} tokenized rows")
 
     trainer = Trainer(
-        model, tokenizer, train, validation, data.labels, hp, reporter, checkpoint_dir
+        model, tokenizer, task, train, validation, data.labels, hp, reporter, checkpoint_dir
     )
-    describe_checkpoints(checkpoint_dir, model, tokenizer, data, spec, reporter)
+    describe_checkpoints(checkpoint_dir, model, tokenizer, task, data, spec, reporter)
+    before = trainer.before_training()
     reporter.event(
         "stage",
         f"training: {hp.epochs} epochs of {trainer.steps_per_epoch} steps",
@@ -166,11 +168,14 @@ def _run(
         )
     result = trainer.run()
     final = dict(result.final_metrics)
-    report = evaluation_report(trainer, data)
-    if report.task == "classification":
+    report = task.report(
+        trainer.validation_outputs(), trainer.eval_rows, data.labels, train, before
+    )
+    if report.task != "regression":
         final.update({f"baseline_{k}": v for k, v in report.baseline.items()})
     for warning in report.warnings:
         reporter.event("warning", warning)
+    extras = task.finish(model, report)
 
     reporter.event("stage", "saving model")
     metrics = {
@@ -204,7 +209,8 @@ def _run(
         "task": data.labels.task,
         "id2label": {str(k): v for k, v in data.labels.id2label.items()},
         # The trivial baselines of later evaluations (batch predictions with labels).
-        "training_labels": training_label_summary(data),
+        "training_labels": task.label_summary(data.train, data.labels),
+        **extras,
         "class_weight": (
             {data.labels.names[i]: w for i, w in trainer.class_weight.items()}
             if trainer.class_weight is not None
@@ -226,27 +232,34 @@ def _run(
 
 
 def continued_from(
-    spec: JobSpec, ref: ModelRef, labels: LabelInfo, reporter: Reporter
+    spec: JobSpec, ref: ModelRef, task: TaskType, labels: LabelInfo, reporter: Reporter
 ) -> dict[str, Any]:
-    """For a job whose model is a previous job's: say whether the classification head carries
-    over (same labels) or starts fresh, and return the lineage `job.json` records (the
+    """For a job whose model is a previous job's: say whether the task's head carries over
+    (same task and labels) or starts fresh, and return the lineage `job.json` records (the
     previous job's own `model_source`, so a chain of jobs reads back to the pretrained model).
     """
     if spec.base_job_id is None:
         return {}
-    before = previous_labels(ref)
-    if before is None or labels.task != "classification":
+    before = previous_labels(ref, task)
+    architecture = previous_architecture(ref) or "another architecture"
+    if before is None and task.name != "masked_lm" and labels.task != "regression":
+        reporter.event(
+            "stage",
+            f"continuing from job {spec.base_job_id} ({architecture}): its encoder is kept, "
+            f"the {task.name} head starts fresh",
+        )
+    elif before is None or not labels.names:
         reporter.event("stage", f"continuing from job {spec.base_job_id}")
     elif before == labels.names:
         reporter.event(
             "stage",
-            f"continuing from job {spec.base_job_id} with its classification head (same labels)",
+            f"continuing from job {spec.base_job_id} with its {task.name} head (same labels)",
         )
     else:
         reporter.event(
             "warning",
             f"the labels ({', '.join(labels.names[:10])}) differ from job {spec.base_job_id}'s "
-            f"({', '.join(before[:10])}): its encoder is kept, the classification head starts "
+            f"({', '.join(before[:10])}): its encoder is kept, the {task.name} head starts "
             "fresh",
         )
     previous: dict[str, Any] = {}
@@ -262,6 +275,7 @@ def describe_checkpoints(
     checkpoint_dir: Path,
     model: Any,
     tokenizer: Any,
+    task: TaskType,
     data: LoadedData,
     spec: JobSpec,
     reporter: Reporter,
@@ -278,28 +292,9 @@ def describe_checkpoints(
         "task": data.labels.task,
         "hyperparameters": {"max_length": spec.hyperparameters.max_length},
         "id2label": {str(k): v for k, v in data.labels.id2label.items()},
-        "training_labels": training_label_summary(data),
+        "training_labels": task.label_summary(data.train, data.labels),
     }
     write_atomically(folder / "job.json", json.dumps(described, indent=2))
-
-
-def training_label_summary(data: LoadedData) -> dict[str, Any]:
-    labels = np.asarray(data.train[LABELS])
-    if data.labels.task == "regression":
-        return {"mean": float(labels.astype(np.float64).mean())}
-    counts = np.bincount(labels.astype(np.int64), minlength=data.labels.num_labels)
-    return {"counts": {data.labels.names[i]: int(c) for i, c in enumerate(counts)}}
-
-
-def evaluation_report(trainer: Trainer, data: LoadedData) -> EvaluationReport:
-    """The final model (best weights restored, if early stopping kept them) on validation."""
-    outputs = trainer.validation_logits()
-    train_labels = np.asarray(data.train[LABELS])
-    if data.labels.task == "classification":
-        return classification_report(
-            outputs, trainer.eval_targets, data.labels.names, majority_class(train_labels)
-        )
-    return regression_report(outputs, trainer.eval_targets, float(train_labels.mean()))
 
 
 def shareable_spec(spec: JobSpec) -> dict[str, Any]:
@@ -331,7 +326,15 @@ def data_cache_key(
     """What the tokenized data depends on, by content."""
     hp = spec.hyperparameters
     held_out = (hp.validation_fraction, hp.seed) if spec.validation_file is None else None
-    columns = (spec.text_column, spec.text_pair_column, spec.label_column)
+    columns = (
+        spec.task,
+        spec.text_column,
+        spec.text_pair_column,
+        spec.label_column,
+        spec.label_delimiter,
+        tuple(spec.label_names or ()),
+        spec.invalid_tags,
+    )
     tokenizer = (ref.location, cache.folder_identity(ref.location))
     sources = (fingerprints.get("training"), fingerprints.get("validation"))
     return (*sources, columns, held_out, max_labels, tokenizer, hp.max_length)

@@ -6,6 +6,7 @@ seeded order; Keras keeps the compiled train step across the calls.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import tensorflow as tf
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
+from app.core.layout import write_atomically
 from app.core.schemas import MINIMISED_METRICS, Evaluation, Hyperparameters
 from worker.callbacks import (
     PeriodicCheckpoint,
@@ -29,15 +31,14 @@ from worker.checkpoints import Checkpointer, TrainState
 from worker.errors import InvalidInput, JobCancelled, JobInterrupted, OutOfMemory, TrainingDiverged
 from worker.pipeline.batching import (
     eval_batches,
-    eval_labels,
+    eval_rows,
     length_buckets,
     plan_epoch,
     train_batches,
 )
-from worker.pipeline.data import LABELS, LabelInfo
-from worker.pipeline.encode import LENGTH
-from worker.pipeline.metrics import classification_metrics, regression_metrics
+from worker.pipeline.data import LABELS, LENGTH, LabelInfo
 from worker.pipeline.optimizer import build_optimizer
+from worker.pipeline.tasks import TaskType
 from worker.reporter import Reporter
 
 
@@ -80,7 +81,9 @@ def skip_autograph_for_library_code() -> None:
     )
 
 
-def create_step_variables(model: TFPreTrainedModel, optimizer: Any, labels: LabelInfo) -> None:
+def create_step_variables(
+    model: TFPreTrainedModel, optimizer: Any, task: TaskType, labels: LabelInfo
+) -> None:
     """Create now the variables the first train step would create (optimizer slots, the loss
     and metric totals): a `tf.function` that creates variables is traced twice, and one trace
     of this model costs seconds. Checkpoints restore into them as usual; the metric totals are
@@ -90,11 +93,7 @@ def create_step_variables(model: TFPreTrainedModel, optimizer: Any, labels: Labe
         optimizer._create_all_weights(variables)
     else:
         optimizer.build(variables)
-    model.compiled_loss(tf.zeros([1]), tf.zeros([1]))
-    if labels.task == "classification":
-        model.compiled_metrics.update_state(
-            tf.zeros([1], tf.int64), tf.zeros([1, labels.num_labels])
-        )
+    task.build_step_variables(model, labels)
 
 
 def class_weights(
@@ -117,6 +116,7 @@ def class_weights(
 
 
 skip_autograph_for_library_code()
+BEFORE_TRAINING_FILE = "before_training.json"
 
 
 class Trainer:
@@ -124,6 +124,7 @@ class Trainer:
         self,
         model: TFPreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
+        task: TaskType,
         train_ds: Dataset,
         validation_ds: Dataset,
         labels: LabelInfo,
@@ -131,7 +132,7 @@ class Trainer:
         reporter: Reporter,
         checkpoint_dir: Path,
     ) -> None:
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.task = model, tokenizer, task
         self.train_ds, self.validation_ds = train_ds, validation_ds
         self.labels, self.hp, self.reporter = labels, hp, reporter
         self.steps_per_epoch = math.ceil(len(train_ds) / hp.batch_size)
@@ -146,23 +147,27 @@ class Trainer:
             hp.embedding_updates,
             hp.lr_scheduler,
         )
-        metrics = ["accuracy"] if labels.task == "classification" else []
-        # No loss argument: transformers' models compute their own task loss.
+        # Without a loss argument, transformers' models compute their own task loss.
         model.compile(
             optimizer=self.optimizer,
-            metrics=metrics,
             steps_per_execution=hp.steps_per_execution,
             jit_compile=hp.jit_compile,
+            **task.compile_options(labels),
         )
-        create_step_variables(model, self.optimizer, labels)
+        create_step_variables(model, self.optimizer, task, labels)
         self.checkpointer = Checkpointer(
             checkpoint_dir, model, self.optimizer, hp.keep_checkpoints, reporter.assert_owner
         )
         self.buckets = length_buckets(
             np.asarray(train_ds[LENGTH]), hp.length_buckets, hp.pad_to_multiple_of
         )
-        self.eval_ds = eval_batches(model, validation_ds, tokenizer, hp.batch_size, self.buckets)
-        self.eval_targets = eval_labels(validation_ds)
+        self.eval_rows = eval_rows(validation_ds)
+        self.eval_ds = eval_batches(
+            model,
+            self.eval_rows,
+            hp.batch_size,
+            task.collator(tokenizer, self.buckets, hp, epoch=None),
+        )
         self.class_weight = (
             class_weights(hp.class_weight, labels.names, np.asarray(train_ds[LABELS]))
             if labels.task == "classification"
@@ -175,18 +180,13 @@ class Trainer:
 
     # -- evaluation and early stopping -------------------------------------------------------
 
-    def validation_logits(self) -> np.ndarray:
-        """The current model's outputs for the validation rows, in `eval_targets`' order."""
-        outputs = self.model.predict(self.eval_ds, verbose=0)
-        return np.asarray(outputs["logits"], dtype=np.float32)
+    def validation_outputs(self) -> Any:
+        """The current model's outputs for the validation rows, in `eval_rows`' order."""
+        return self.task.validation_outputs(self.model, self.eval_ds)
 
     def evaluate(self) -> bool:
         """Run validation, record it, and say whether early stopping should end training."""
-        logits = self.validation_logits()
-        if self.labels.task == "classification":
-            metrics = classification_metrics(logits, self.eval_targets)
-        else:
-            metrics = regression_metrics(logits, self.eval_targets)
+        metrics = self.task.metrics(self.validation_outputs(), self.eval_rows, self.labels)
         broken = sorted(name for name, value in metrics.items() if not math.isfinite(value))
         if broken:
             raise TrainingDiverged(
@@ -232,6 +232,29 @@ class Trainer:
             )
             return True
         return False
+
+    def before_training(self) -> dict[str, float] | None:
+        """Tasks whose baseline is the model before training (masked LM: the pretrained
+        model's perplexity) measure it once, before the first step; it is kept beside the
+        checkpoints so a resumed run reports the same one."""
+        if not self.task.baseline_before_training:
+            return None
+        kept = self.checkpointer.directory / BEFORE_TRAINING_FILE
+        if kept.is_file():
+            return {k: float(v) for k, v in json.loads(kept.read_text()).items()}
+        if self.checkpointer.manager.latest_checkpoint is not None:
+            return None  # resumed from a run that did not record it
+        metrics = self.task.metrics(self.validation_outputs(), self.eval_rows, self.labels)
+        measured = {k: round(v, 6) for k, v in metrics.items()}
+        self.reporter.assert_owner()
+        self.checkpointer.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(kept, json.dumps(measured))
+        self.reporter.event(
+            "stage",
+            "before training: validation " + ", ".join(f"{k} {v:.4f}" for k, v in measured.items()),
+            before_training=measured,
+        )
+        return measured
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -314,9 +337,8 @@ class Trainer:
             watcher,
         ]
         if skip < plan.steps:
-            batches = train_batches(
-                self.model, self.train_ds, self.tokenizer, plan, self.buckets, skip
-            )
+            collate = self.task.collator(self.tokenizer, self.buckets, hp, state.epoch)
+            batches = train_batches(self.model, self.train_ds, plan, collate, skip)
             fit_started, cpu_started = time.monotonic(), time.process_time()
             history = self.model.fit(
                 batches,

@@ -75,6 +75,14 @@ def create_batch(
     source = store.get_job(tenant, body.job_id)
     if source is None or source.spec is None:
         raise not_found("job", body.job_id)
+    if source.spec.task != "sequence_classification":
+        raise invalid(
+            f"job '{source.id}' is a {source.spec.task} job: batch predictions and evaluations "
+            "take sequence_classification jobs for now; its model answers online (POST "
+            f"/v1/jobs/{source.id}/predictions) and its evaluation report is at GET "
+            f"/v1/jobs/{source.id}/report",
+            "job_id",
+        )
     model_folder = attempt_output_dir(settings.storage_dir, source.id, source.attempt)
     if source.status != JobStatus.succeeded or not (model_folder / "config.json").is_file():
         # Not a finished model; a checkpoint of it can still be used (what makes a model of

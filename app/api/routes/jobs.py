@@ -15,6 +15,7 @@ from app.api.datacheck import ReportRequest, check_submission
 from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import ReaderDep, SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
+from app.api.taskcheck import check_task_file
 from app.core.catalog import ModelRef, UnknownModel, resolve_model
 from app.core.layout import (
     REPORT_FILE,
@@ -127,7 +128,9 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
         if body.validation_file is not None
         else None
     )
-    columns = {"text_column": body.text_column, "label_column": body.label_column}
+    columns = {"text_column": body.text_column}
+    if body.task != "masked_lm":
+        columns["label_column"] = body.label_column
     if body.text_pair_column:
         columns["text_pair_column"] = body.text_pair_column
     for record, which in ((train, "training_file"), (validation, "validation_file")):
@@ -140,6 +143,8 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
                     f"are {', '.join(record.public.columns)}",
                     param,
                 )
+    if body.task != "sequence_classification":
+        return Checked(train, validation, _check_task(body, train, validation, settings), base)
     text_columns = {k: v for k, v in columns.items() if k != "label_column"}
     classes: list[str] | None = None
     if train is not None:
@@ -179,6 +184,33 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
     folder = Path(ref.location) if ref.source == "local" else None
     warnings = check_data(body, train, validation, folder, settings)
     return Checked(train, validation, warnings, base)
+
+
+def _check_task(
+    body: JobCreate,
+    train: FileRecord | None,
+    validation: FileRecord | None,
+    settings: Settings,
+) -> list[str]:
+    """The checks of the other tasks (`app/api/taskcheck.py`); their warnings."""
+    warnings: list[str] = []
+    known: list[str] | None = None
+    for record, which in ((train, "training_file"), (validation, "validation_file")):
+        if record is None:
+            continue
+        try:
+            labels, found = check_task_file(
+                body,
+                Path(record.path),
+                record.public.format,
+                settings.max_labels,
+                known if which == "validation_file" else None,
+            )
+        except DataFileProblem as exc:
+            raise invalid(f"{which} '{record.public.filename}': {exc}", exc.param or which) from exc
+        known = labels if which == "training_file" else known
+        warnings += [f"{which} '{record.public.filename}': {w}" for w in found]
+    return warnings
 
 
 def check_data(

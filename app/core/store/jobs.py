@@ -158,6 +158,7 @@ def public_job(
         text_column=req.text_column,
         text_pair_column=req.text_pair_column,
         label_column=req.label_column,
+        task=req.task,
         hyperparameters=req.hyperparameters,
         metadata=req.metadata,
         created_at=record.created_at,

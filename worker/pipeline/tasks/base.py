@@ -1,0 +1,153 @@
+"""What differs between tasks, behind one interface, so the pipeline stays one path.
+
+The pipeline (`worker/pipeline/run.py`) loads data, tokenizes it, batches it through
+`prepare_tf_dataset`, compiles, fits, evaluates and saves the same way for every task; a task
+module says how its labels are read and checked, which model class and loss it trains, how a
+batch is collated, how validation outputs become metrics and a report, and how a prediction is
+answered. A new task is one new module registered in `worker/pipeline/tasks/__init__.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow as tf
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
+
+from app.core.schemas import EvaluationReport, Hyperparameters, JobSpec
+from worker.errors import InvalidInput
+from worker.pipeline.batching import Collator
+from worker.pipeline.data import LabelInfo
+
+
+class TaskType(ABC):
+    """One task's part of the pipeline. Instances hold no state: one per task, shared."""
+
+    name: ClassVar[str]  # the job's `task`
+    # The transformers auto class that builds this task's model from a pretrained encoder.
+    model_class: ClassVar[Any]
+    # A fine-tuned model whose architecture ends with this has a head this task can keep.
+    head_suffix: ClassVar[str]
+    # The baseline is the model before training (measured on validation before step 1).
+    baseline_before_training: ClassVar[bool] = False
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def text_columns(self, spec: JobSpec) -> list[str]:
+        return [spec.text_column] + ([spec.text_pair_column] if spec.text_pair_column else [])
+
+    def label_columns(self, spec: JobSpec) -> list[str]:
+        return [spec.label_column]
+
+    def check_columns(self, ds: Dataset, spec: JobSpec, split: str) -> None:
+        """The columns exist and the text columns hold text (task-specific checks follow)."""
+        wanted = self.text_columns(spec) + self.label_columns(spec)
+        missing = [c for c in wanted if c not in ds.column_names]
+        if missing:
+            raise InvalidInput(
+                f"{split} data has no column {', '.join(repr(c) for c in missing)}; "
+                f"its columns are {', '.join(ds.column_names)}"
+            )
+        if len(ds) == 0:
+            raise InvalidInput(f"{split} data has no rows")
+        for column in self.text_columns(spec):
+            for row, value in enumerate(ds[column], start=1):
+                self.check_text(value, split, row, column)
+
+    def check_text(self, value: Any, split: str, row: int, column: str) -> None:
+        if value is None:
+            raise InvalidInput(f"{split} data row {row}: text column '{column}' is empty")
+        if not isinstance(value, str):
+            raise InvalidInput(
+                f"{split} data row {row}: text column '{column}' holds "
+                f"{type(value).__name__}, not text"
+            )
+
+    @abstractmethod
+    def infer_labels(self, train: Dataset, spec: JobSpec, max_labels: int) -> LabelInfo:
+        """The label set, from the training data."""
+
+    @abstractmethod
+    def encode_labels(
+        self, ds: Dataset, spec: JobSpec, labels: LabelInfo, split: str
+    ) -> tuple[Dataset, list[str]]:
+        """The rows with their targets as ids (before tokenization), and warnings for the
+        user (e.g. tag sequences repaired)."""
+
+    @abstractmethod
+    def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, spec: JobSpec) -> Dataset:
+        """Model inputs, the `labels` the model trains on (if any) and `length` per row."""
+
+    def label_summary(self, train: Dataset, labels: LabelInfo) -> dict[str, Any]:
+        """What job.json records of the training labels (the trivial baselines of later
+        evaluations)."""
+        return {}
+
+    # -- the model ----------------------------------------------------------------------------
+
+    def model_options(self, labels: LabelInfo) -> dict[str, Any]:
+        """Keyword arguments of `from_pretrained` for this task's head."""
+        return {
+            "num_labels": labels.num_labels,
+            "id2label": labels.id2label,
+            "label2id": labels.label2id,
+        }
+
+    def compile_options(self, labels: LabelInfo) -> dict[str, Any]:
+        """`compile` arguments besides the optimizer. No loss: the model's own task loss."""
+        return {}
+
+    def build_step_variables(self, model: TFPreTrainedModel, labels: LabelInfo) -> None:
+        """Create the loss (and metric) totals now, so the first train step is traced once."""
+        model.compiled_loss(tf.zeros([1]), tf.zeros([1]))
+
+    @abstractmethod
+    def collator(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        buckets: np.ndarray,
+        hp: Hyperparameters,
+        epoch: int | None,
+    ) -> Collator:
+        """Pads a batch to its length bucket (and whatever else the task's batches need).
+        `epoch` None: the validation batches."""
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def validation_outputs(self, model: TFPreTrainedModel, batches: tf.data.Dataset) -> Any:
+        """The model's outputs over the validation batches (rows in `batches`' order)."""
+        outputs = model.predict(batches, verbose=0)
+        return np.asarray(outputs["logits"], dtype=np.float32)
+
+    @abstractmethod
+    def metrics(self, outputs: Any, rows: Dataset, labels: LabelInfo) -> dict[str, float]:
+        """Validation metrics; `rows` are the validation rows in the outputs' order."""
+
+    @abstractmethod
+    def report(
+        self,
+        outputs: Any,
+        rows: Dataset,
+        labels: LabelInfo,
+        train: Dataset,
+        before: dict[str, float] | None = None,
+    ) -> EvaluationReport:
+        """The evaluation report of the final model, with the task's trivial baseline
+        (`before`: the model's scores before training, for tasks measured that way)."""
+
+    def finish(self, model: TFPreTrainedModel, report: EvaluationReport) -> dict[str, Any]:
+        """Last changes to the model before it is saved; returns what job.json adds."""
+        return {}
+
+    # -- predictions --------------------------------------------------------------------------
+
+    @abstractmethod
+    def predict(self, served: Any, inputs: list[dict[str, str | None]]) -> list[dict[str, Any]]:
+        """One answer per input, in order (`served` is a `worker.serving.LoadedModel`)."""
+
+
+def round6(value: float | np.floating[Any]) -> float:
+    return round(float(value), 6)

@@ -1,0 +1,285 @@
+"""Multi-label classification: each text has a set of labels (possibly empty).
+
+One sigmoid output per label, trained with binary cross-entropy (transformers' TF models have
+no multi-label loss, so the loss is given to `compile`; the saved config says
+`problem_type: multi_label_classification`, so PyTorch `from_pretrained` users get the same
+loss). A label is predicted when its probability reaches a decision threshold chosen on
+validation (the one with the best macro F1), saved in the model's config as
+`decision_threshold` and used by its predictions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from datasets import ClassLabel, Dataset, Sequence
+from scipy.special import expit
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from transformers import (
+    PreTrainedTokenizerBase,
+    TFAutoModelForSequenceClassification,
+    TFPreTrainedModel,
+)
+
+from app.core.labels import LabelProblem, class_names, label_set
+from app.core.schemas import ClassScores, EvaluationReport, Hyperparameters, JobSpec
+from worker.errors import InvalidInput
+from worker.pipeline.batching import BucketCollator, Collator
+from worker.pipeline.data import LABELS, LabelInfo
+from worker.pipeline.tasks.base import TaskType, round6
+from worker.pipeline.tasks.sequence import predict_texts, tokenize_texts
+
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+DEFAULT_THRESHOLD = 0.5
+F1_MARGIN = 0.01  # "no better than the baseline"
+
+
+def multi_label_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy per label from logits, averaged over the labels of a row; in
+    float32 whatever the compute precision (bfloat16 sigmoids lose the small probabilities
+    that rare labels live on)."""
+    return tf.reduce_mean(
+        tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.cast(targets, tf.float32), logits=tf.cast(logits, tf.float32)
+        ),
+        axis=-1,
+    )
+
+
+class FloatTargets:
+    """Pads like `BucketCollator`; multi-hot targets as float32."""
+
+    def __init__(self, pad: BucketCollator) -> None:
+        self.pad = pad
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.pad(features)
+        if LABELS in batch:
+            batch[LABELS] = np.asarray(batch[LABELS], dtype=np.float32)
+        return batch
+
+
+class MultiLabelClassification(TaskType):
+    name = "multi_label_classification"
+    model_class = TFAutoModelForSequenceClassification
+    head_suffix = "ForSequenceClassification"
+
+    def _sets(self, ds: Dataset, spec: JobSpec, split: str) -> list[list[str]]:
+        column = spec.label_column
+        feature = ds.features[column]
+        names = None
+        if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel):
+            names = feature.feature.names
+        sets = []
+        delimited = _is_text(feature)
+        for row, value in enumerate(ds[column], start=1):
+            try:
+                labels = label_set(
+                    "" if value is None and delimited else value, spec.label_delimiter
+                )
+            except LabelProblem as exc:
+                raise InvalidInput(f"{split} data row {row}, column '{column}': {exc}") from exc
+            if names is not None:
+                labels = [names[int(str(v))] for v in labels]
+            sets.append([str(v) for v in labels])
+        return sets
+
+    def infer_labels(self, train: Dataset, spec: JobSpec, max_labels: int) -> LabelInfo:
+        column = spec.label_column
+        flat: list[object] = []
+        feature = train.features[column]
+        delimited = _is_text(feature)
+        for row, value in enumerate(train[column], start=1):
+            try:
+                flat.extend(
+                    label_set("" if value is None and delimited else value, spec.label_delimiter)
+                )
+            except LabelProblem as exc:
+                raise InvalidInput(f"training data row {row}, column '{column}': {exc}") from exc
+        if isinstance(feature, Sequence) and isinstance(feature.feature, ClassLabel):
+            return LabelInfo("multi_label_classification", list(feature.feature.names))
+        try:
+            return LabelInfo("multi_label_classification", class_names(flat, max_labels))
+        except LabelProblem as exc:
+            raise InvalidInput(f"training data, column '{column}': {exc}") from exc
+
+    def encode_labels(
+        self, ds: Dataset, spec: JobSpec, labels: LabelInfo, split: str
+    ) -> tuple[Dataset, list[str]]:
+        """Multi-hot targets: one 0/1 per label, in the label ids' order."""
+        ids = labels.label2id
+        targets = []
+        for row, names in enumerate(self._sets(ds, spec, split), start=1):
+            hot = [0.0] * labels.num_labels
+            for name in names:
+                if name not in ids:
+                    raise InvalidInput(
+                        f"{split} data row {row}: label {name!r} is not one of the training "
+                        f"labels ({', '.join(labels.names[:20])})"
+                    )
+                hot[ids[name]] = 1.0
+            targets.append(hot)
+        if LABELS in ds.column_names:
+            ds = ds.remove_columns(LABELS)
+        return ds.add_column(LABELS, targets), []
+
+    def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, spec: JobSpec) -> Dataset:
+        return tokenize_texts(
+            ds, tokenizer, spec.text_column, spec.text_pair_column, spec.hyperparameters.max_length
+        )
+
+    def label_summary(self, train: Dataset, labels: LabelInfo) -> dict[str, Any]:
+        hot = np.asarray(train[LABELS], dtype=np.int64)
+        sets = Counter(tuple(np.flatnonzero(row).tolist()) for row in hot)
+        common, rows = sets.most_common(1)[0]
+        return {
+            "counts": {name: int(c) for name, c in zip(labels.names, hot.sum(axis=0), strict=True)},
+            "most_frequent_set": [labels.names[i] for i in common],
+            "most_frequent_set_rows": rows,
+            "rows": len(hot),
+        }
+
+    def model_options(self, labels: LabelInfo) -> dict[str, Any]:
+        return {**super().model_options(labels), "problem_type": "multi_label_classification"}
+
+    def compile_options(self, labels: LabelInfo) -> dict[str, Any]:
+        return {"loss": multi_label_loss}
+
+    def build_step_variables(self, model: TFPreTrainedModel, labels: LabelInfo) -> None:
+        shape = [1, labels.num_labels]
+        model.compiled_loss(tf.zeros(shape), tf.zeros(shape))
+
+    def collator(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        buckets: np.ndarray,
+        hp: Hyperparameters,
+        epoch: int | None,
+    ) -> Collator:
+        return FloatTargets(BucketCollator(tokenizer, buckets))
+
+    def metrics(self, outputs: Any, rows: Dataset, labels: LabelInfo) -> dict[str, float]:
+        targets = np.asarray(rows[LABELS], dtype=np.float64)
+        return scores(np.asarray(outputs, dtype=np.float64), targets, DEFAULT_THRESHOLD)
+
+    def report(
+        self,
+        outputs: Any,
+        rows: Dataset,
+        labels: LabelInfo,
+        train: Dataset,
+        before: dict[str, float] | None = None,
+    ) -> EvaluationReport:
+        logits = np.asarray(outputs, dtype=np.float64)
+        targets = np.asarray(rows[LABELS], dtype=np.int64)
+        table = [
+            {"threshold": t, **{k: round6(v) for k, v in scores(logits, targets, t).items()}}
+            for t in THRESHOLDS
+        ]
+        # The best macro F1; among equals, the threshold nearest 0.5.
+        best = max(table, key=lambda r: (r["f1_macro"], -abs(r["threshold"] - 0.5)))
+        threshold = float(best["threshold"])
+        metrics = {k: round6(v) for k, v in scores(logits, targets, threshold).items()}
+        chosen = expit(logits) >= threshold
+        precision, recall, f1, support = precision_recall_fscore_support(
+            targets, chosen, average=None, zero_division=0
+        )
+        per_label = [
+            ClassScores(
+                label=name,
+                precision=round6(precision[i]),
+                recall=round6(recall[i]),
+                f1=round6(f1[i]),
+                support=int(support[i]),
+            )
+            for i, name in enumerate(labels.names)
+        ]
+        baseline = most_frequent_set_scores(np.asarray(train[LABELS], dtype=np.int64), targets)
+        warnings = []
+        predicted_labels = int(chosen.any(axis=0).sum())
+        if not chosen.any():
+            warnings.append(
+                f"the model predicts no label for any of the {len(targets)} validation rows "
+                "at any threshold worth using: it has learned nothing yet; try more epochs or "
+                "a higher learning_rate"
+            )
+        elif metrics["f1_macro"] <= baseline["f1_macro"] + F1_MARGIN:
+            warnings.append(
+                f"the model does no better than always answering the training set's most "
+                f"frequent label set: macro F1 {metrics['f1_macro']:.3f} against "
+                f"{baseline['f1_macro']:.3f}; try more epochs or a higher learning_rate"
+            )
+        return EvaluationReport(
+            task="multi_label_classification",
+            rows=len(targets),
+            metrics=metrics,
+            baseline=baseline,
+            labels=labels.names,
+            per_class=per_label,
+            predicted_classes=predicted_labels,
+            threshold=threshold,
+            thresholds=table,
+            warnings=warnings,
+        )
+
+    def finish(self, model: TFPreTrainedModel, report: EvaluationReport) -> dict[str, Any]:
+        """The threshold goes into the saved config, beside `problem_type`."""
+        model.config.decision_threshold = report.threshold
+        return {"decision_threshold": report.threshold}
+
+    def predict(self, served: Any, inputs: list[dict[str, str | None]]) -> list[dict[str, Any]]:
+        return predict_texts(self.answer, served, inputs)
+
+    def answer(self, served: Any, output: np.ndarray, length: int) -> dict[str, Any]:
+        threshold = float(
+            getattr(served.model.config, "decision_threshold", None) or DEFAULT_THRESHOLD
+        )
+        probabilities = expit(np.asarray(output, dtype=np.float64))
+        chosen = [
+            name for name, p in zip(served.names, probabilities, strict=True) if p >= threshold
+        ]
+        return {
+            "labels": chosen,
+            "threshold": threshold,
+            "scores": {name: float(p) for name, p in zip(served.names, probabilities, strict=True)},
+            "tokens": length,
+            "truncated": length > served.max_length,
+        }
+
+
+def _is_text(feature: Any) -> bool:
+    """A text column of delimited labels (CSV), where an empty cell means no label."""
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def scores(logits: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, float]:
+    """Loss (binary cross-entropy), micro and macro F1 and exact-match accuracy at a
+    threshold on each label's probability."""
+    probabilities = expit(logits)
+    eps = 1e-12
+    loss = -np.mean(
+        targets * np.log(probabilities + eps) + (1 - targets) * np.log(1 - probabilities + eps)
+    )
+    chosen = probabilities >= threshold
+    truth = targets.astype(bool)
+    return {
+        "loss": float(loss),
+        "f1_micro": float(f1_score(truth, chosen, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(truth, chosen, average="macro", zero_division=0)),
+        "exact_match": float(accuracy_score(truth, chosen)),
+    }
+
+
+def most_frequent_set_scores(train: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Scores of always answering the training set's most frequent label set."""
+    common = Counter(tuple(row.tolist()) for row in train).most_common(1)[0][0]
+    constant = np.tile(np.asarray(common, dtype=bool), (len(targets), 1))
+    truth = targets.astype(bool)
+    return {
+        "f1_micro": round6(f1_score(truth, constant, average="micro", zero_division=0)),
+        "f1_macro": round6(f1_score(truth, constant, average="macro", zero_division=0)),
+        "exact_match": round6(accuracy_score(truth, constant)),
+    }
