@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.core.schemas import MAX_PREDICTION_INPUTS, Event, Job, JobStatus
+from app.core.schemas import MAX_PREDICTION_INPUTS, Event, Job, JobStatus, Prediction
 from finetune.client import Client, FinetuneError
 from finetune.render import print_data_report, print_evaluation
 
@@ -66,10 +66,25 @@ def show(data: BaseModel | list[Any], as_json: bool) -> bool:
 
 
 def headline_metric(metrics: dict[str, float]) -> float | None:
-    for name in ("matthews_correlation", "accuracy", "pearson", "mse"):
+    for name in ("matthews_correlation", "f1", "f1_macro", "perplexity", "accuracy", "pearson"):
         if name in metrics:
             return metrics[name]
     return None
+
+
+def said_of(answer: Prediction) -> str:
+    """One prediction as a short line, whatever the task."""
+    if answer.value is not None:
+        return f"{answer.value:.4f}"
+    if answer.labels is not None:
+        return ", ".join(f"{label} {answer.scores[label]:.3f}" for label in answer.labels) or "-"
+    if answer.entities is not None:
+        return "; ".join(f"{e.entity} '{e.text}' {e.score:.3f}" for e in answer.entities) or "-"
+    if answer.fills is not None:
+        return " | ".join(
+            ", ".join(f"{f.token} {f.score:.3f}" for f in fill) for fill in answer.fills
+        )
+    return f"{answer.label}  {answer.score:.3f}" if answer.score is not None else str(answer.label)
 
 
 def register(cli: typer.Typer) -> None:
@@ -122,6 +137,19 @@ def register(cli: typer.Typer) -> None:
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str = "label",
+        task: Annotated[
+            str,
+            typer.Option(
+                help="sequence_classification, multi_label_classification, "
+                "token_classification or masked_lm"
+            ),
+        ] = "sequence_classification",
+        label_delimiter: Annotated[
+            str | None, typer.Option(help="multi-label CSV: what separates a row's labels")
+        ] = None,
+        invalid_tags: Annotated[
+            str | None, typer.Option(help="token classification: 'refuse' or 'repair' IOB2")
+        ] = None,
         epochs: int | None = None,
         batch_size: int | None = None,
         learning_rate: float | None = None,
@@ -149,11 +177,16 @@ def register(cli: typer.Typer) -> None:
         with connect(url, api_key) as client:
             body: dict[str, Any] = {
                 "model": model,
+                "task": task,
                 "training_file": _file_id(client, train),
                 "text_column": text_column,
                 "label_column": label_column,
                 "hyperparameters": hyper,
             }
+            if label_delimiter is not None:
+                body["label_delimiter"] = label_delimiter
+            if invalid_tags is not None:
+                body["invalid_tags"] = invalid_tags
             if validation:
                 body["validation_file"] = _file_id(client, validation)
             if text_pair_column:
@@ -254,7 +287,9 @@ def register(cli: typer.Typer) -> None:
         api_key: KeyOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """The job's model on TEXTS (or --from FILE's lines): label and its probability."""
+        """The job's model on TEXTS (or --from FILE's lines): the label and its probability
+        (multi-label: the label set; token classification: the entities; masked LM: the
+        likeliest tokens for each mask)."""
         inputs = list(texts or [])
         if from_file is not None:
             lines = from_file.read_text(encoding="utf-8").splitlines()
@@ -269,10 +304,8 @@ def register(cli: typer.Typer) -> None:
             out.print_json(json.dumps([a.model_dump() for a in answers]))
             return
         for text, answer in zip(inputs, answers, strict=True):
-            said = f"{answer.value:.4f}" if answer.value is not None else answer.label
-            score = f"  {answer.score:.3f}" if answer.score is not None else ""
             cut = "  (truncated)" if answer.truncated else ""
-            out.print(f"{said}{score}{cut}\t{text}", highlight=False, markup=False)
+            out.print(f"{said_of(answer)}{cut}\t{text}", highlight=False, markup=False)
 
     @cli.command()
     def evaluate(

@@ -16,6 +16,17 @@ def print_evaluation(report: EvaluationReport, out: Console) -> None:
         base = report.baseline.get(name)
         scores.add_row(name, f"{value:.4f}", f"{base:.4f}" if base is not None else "")
     out.print(scores)
+    if report.threshold is not None:
+        out.print(f"decision threshold {report.threshold} (chosen on validation)")
+    if report.task in ("multi_label_classification", "token_classification"):
+        name = "entity" if report.task == "token_classification" else "label"
+        classes = Table(name, "precision", "recall", "f1", "support")
+        for row in report.per_class:
+            classes.add_row(
+                row.label, f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}",
+                str(row.support),
+            )  # fmt: skip
+        out.print(classes)
     if report.task == "classification":
         classes = Table("label", "precision", "recall", "f1", "support")
         for row in report.per_class:

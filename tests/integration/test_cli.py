@@ -280,3 +280,37 @@ def test_evaluate_and_batch_predict(service: Service, data_dir: Path, tmp_path: 
     )
     assert "60 rows (0 failed)" in said.stdout
     assert saved.read_text().splitlines()[0].startswith("sentence,label,predicted_label,score")
+
+
+def test_multi_label_job_from_the_command_line(
+    service: Service, predictor: None, tmp_path: Path
+) -> None:
+    from tests.support.factories import topic_rows, write_csv
+
+    rows = [(r["text"], ";".join(r["labels"])) for r in topic_rows(300, seed=31)]
+    data = write_csv(tmp_path / "topics.csv", ["text", "labels"], rows)
+    watched = run(
+        service,
+        "submit",
+        "--model",
+        "tiny",
+        "--task",
+        "multi_label_classification",
+        "--train",
+        str(data),
+        "--label-column",
+        "labels",
+        "--label-delimiter",
+        ";",
+        "--epochs",
+        "4",
+        "--learning-rate",
+        "0.005",
+        "--watch",
+    )
+    job_id = watched.stdout.split()[0]
+    assert "succeeded" in watched.stderr
+    shown = run(service, "status", job_id).stdout
+    assert "decision threshold" in shown and "film" in shown and "f1_macro" in shown
+    answer = run(service, "predict", job_id, "a great film").stdout
+    assert answer.startswith("film ")  # the label set with each label's probability

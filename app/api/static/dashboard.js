@@ -245,10 +245,20 @@ async function showJob(jobId) {
         body: JSON.stringify({ inputs: [{ text: document.getElementById("try-text").value }] }),
       });
       const prediction = answer.data[0];
-      const rows = prediction.value != null
-        ? [["value", prediction.value]]
-        : Object.entries(prediction.scores).sort((a, b) => b[1] - a[1]);
-      tableOf(document.getElementById("try-result"), ["label", "probability"], rows);
+      if (prediction.entities) {
+        tableOf(document.getElementById("try-result"), ["entity", "text", "characters", "score"],
+          prediction.entities.map((e) => [e.entity, e.text, `${e.start}-${e.end}`, e.score]));
+      } else if (prediction.fills) {
+        tableOf(document.getElementById("try-result"), ["mask", "token", "probability"],
+          prediction.fills.flatMap((fill, i) => fill.map((f) => [i + 1, f.token, f.score])));
+      } else {
+        const chosen = new Set(prediction.labels || []);
+        const rows = prediction.value != null
+          ? [["value", prediction.value]]
+          : Object.entries(prediction.scores).sort((a, b) => b[1] - a[1])
+            .map(([label, p]) => [chosen.has(label) ? `${label} ✓` : label, p]);
+        tableOf(document.getElementById("try-result"), ["label", "probability"], rows);
+      }
       if (prediction.truncated) error.textContent = `truncated: ${prediction.tokens} tokens`;
     } catch (e) {
       error.textContent = e.message;
@@ -350,6 +360,7 @@ async function showReport(jobId) {
   }));
   tableOf(document.getElementById("report-scores"), ["metric", "model", "baseline"],
     Object.entries(report.metrics).map(([name, value]) => [name, value, report.baseline[name]]));
+  document.getElementById("confusion-box").hidden = report.task !== "classification";
   if (report.task === "classification") {
     const body = tableOf(document.getElementById("confusion"), ["true \\ predicted", ...report.labels],
       report.confusion_matrix.map((counts, i) => [report.labels[i], ...counts]));
@@ -362,8 +373,16 @@ async function showReport(jobId) {
         td.title = `${(100 * share).toFixed(1)}% of '${report.labels[i]}' rows`;
       });
     });
-    tableOf(document.getElementById("per-class"), ["label", "precision", "recall", "f1", "support"],
+  }
+  if (report.per_class.length) {  // per class, per label (multi-label) or per entity type
+    const name = report.task === "token_classification" ? "entity" : "label";
+    tableOf(document.getElementById("per-class"), [name, "precision", "recall", "f1", "support"],
       report.per_class.map((c) => [c.label, c.precision, c.recall, c.f1, c.support]));
+  }
+  if (report.threshold != null) {
+    const note = document.createElement("li");
+    note.textContent = `decision threshold ${report.threshold} (chosen on validation, used by predictions)`;
+    document.getElementById("report-warnings").prepend(note);
   }
   const binary = document.getElementById("binary");
   binary.replaceChildren();
