@@ -108,7 +108,7 @@ async function setupForm() {
     document.getElementById("submit").disabled = false;
     await showDataReport(uploaded.id);
   });
-  for (const id of ["text-column", "pair-column", "label-column", "model"]) {
+  for (const id of ["text-column", "pair-column", "label-column", "model", "task"]) {
     document.getElementById(id).addEventListener("change", () => uploaded && showDataReport(uploaded.id));
   }
   document.getElementById("new-job").addEventListener("submit", async (event) => {
@@ -117,6 +117,7 @@ async function setupForm() {
     try {
       const body = {
         model: models.value,
+        task: document.getElementById("task").value,
         training_file: uploaded.id,
         text_column: document.getElementById("text-column").value,
         label_column: document.getElementById("label-column").value,
@@ -146,6 +147,10 @@ async function setupForm() {
 // would be refused) in red, warnings in amber.
 async function showDataReport(fileId) {
   const box = document.getElementById("data-report");
+  if (document.getElementById("task").value !== "sequence_classification") {
+    box.textContent = "this task's data is checked when the job is submitted";
+    return;
+  }
   const params = new URLSearchParams({
     text_column: document.getElementById("text-column").value,
     label_column: document.getElementById("label-column").value,
