@@ -88,9 +88,17 @@ class StrictModel(BaseModel):
 
 
 class Hyperparameters(StrictModel):
-    epochs: int = Field(default=3, ge=1, le=100)
-    batch_size: int = Field(default=16, ge=1, le=1024)
-    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    epochs: Annotated[int, Field(ge=1, le=100)] | Literal["auto"] = Field(
+        default=3,
+        description="'auto': enough optimizer steps for small data sets, few epochs for large "
+        "ones (job.json records the choice and why)",
+    )
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        default=16, description="'auto': from the data set's size and token lengths"
+    )
+    learning_rate: Annotated[float, Field(gt=0, le=1.0)] | Literal["auto"] = Field(
+        default=5e-5, description="'auto': from the model's width (small models take more)"
+    )
     max_length: int = Field(default=128, ge=8, le=512)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant"] = Field(

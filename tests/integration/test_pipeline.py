@@ -368,3 +368,26 @@ def test_a_batch_rerun_after_its_output_was_published_changes_nothing(
     assert (folder / "predictions.csv").read_bytes() == published
     stages = [message for kind, message, _ in again.events if kind == "stage"]
     assert "all 60 rows were predicted by an earlier attempt" in stages
+
+
+def test_auto_hyperparameters_are_resolved_and_recorded(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    spec = spec_for(  # 60 rows: 54 to train on, 6 held out
+        data_dir / "validation.csv",
+        epochs="auto",
+        batch_size="auto",
+        learning_rate="auto",
+        max_length=16,
+    )
+    reporter = Recorder()
+    metrics = train(spec, tmp_path, models_dir, reporter)
+    job = json.loads((tmp_path / "model" / "job.json").read_text())
+    # 54 rows of batch 16: 4 steps an epoch, so 10 epochs (the cap) towards 1200 steps; the
+    # tiny model is 32 wide: a small model's rate.
+    assert job["hyperparameters"]["epochs"] == 10 and job["hyperparameters"]["batch_size"] == 16
+    assert job["hyperparameters"]["learning_rate"] == 1e-4
+    assert set(job["auto"]) == {"epochs", "batch_size", "learning_rate"}
+    assert "4 steps per epoch" in job["auto"]["epochs"]["reason"]
+    assert metrics["global_step"] == 40
+    assert any(m.startswith("auto hyperparameters: ") for _, m, _ in reporter.events)

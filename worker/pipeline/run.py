@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -21,7 +22,15 @@ from app.core.schemas import HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
-from worker.pipeline.data import LabelInfo, LoadedData, file_fingerprint, load_splits
+from worker.pipeline.auto import resolve_auto
+from worker.pipeline.data import (
+    LABELS,
+    LENGTH,
+    LabelInfo,
+    LoadedData,
+    file_fingerprint,
+    load_splits,
+)
 from worker.pipeline.model import (
     find_model,
     load_model_and_tokenizer,
@@ -148,6 +157,16 @@ def _run(
     else:
         reporter.event("stage", f"reused {len(train) + len(validation)} tokenized rows")
 
+    auto = resolve_auto(
+        hp,
+        len(train),
+        np.asarray(train[LENGTH]),
+        class_counts(train, data.labels),
+        getattr(model.config, "hidden_size", None),
+    )
+    if auto.reasons:
+        reporter.event("stage", f"auto hyperparameters: {auto.summary()}", auto=auto.reasons)
+    hp = auto.hyperparameters
     trainer = Trainer(
         model, tokenizer, task, train, validation, data.labels, hp, reporter, checkpoint_dir
     )
@@ -155,7 +174,7 @@ def _run(
     before = trainer.before_training()
     reporter.event(
         "stage",
-        f"training: {hp.epochs} epochs of {trainer.steps_per_epoch} steps",
+        f"training: {trainer.epochs} epochs of {trainer.steps_per_epoch} steps",
         total_steps=trainer.total_steps,
     )
     if trainer.class_weight is not None:
@@ -204,6 +223,8 @@ def _run(
     job = {
         "spec": shareable_spec(spec),
         "hyperparameters": hp.model_dump(mode="json"),
+        # What "auto" became, and why.
+        "auto": auto.reasons,
         "seed": hp.seed,
         "model_source": {"name": ref.name, "source": ref.source, **lineage},
         "task": data.labels.task,
@@ -295,6 +316,14 @@ def describe_checkpoints(
         "training_labels": task.label_summary(data.train, data.labels),
     }
     write_atomically(folder / "job.json", json.dumps(described, indent=2))
+
+
+def class_counts(train: Any, labels: LabelInfo) -> list[int] | None:
+    """Rows per class (single-label classification), for "auto" epochs."""
+    if labels.task != "classification":
+        return None
+    ids = np.asarray(train[LABELS], dtype=np.int64)
+    return [int(c) for c in np.bincount(ids, minlength=labels.num_labels)]
 
 
 def shareable_spec(spec: JobSpec) -> dict[str, Any]:

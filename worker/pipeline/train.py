@@ -96,6 +96,13 @@ def create_step_variables(
     task.build_step_variables(model, labels)
 
 
+def concrete(hp: Hyperparameters) -> tuple[int, int, float]:
+    """(epochs, batch_size, learning_rate) once "auto" was resolved (worker/pipeline/auto.py)."""
+    if hp.epochs == "auto" or hp.batch_size == "auto" or hp.learning_rate == "auto":
+        raise ValueError("resolve 'auto' hyperparameters before training")
+    return hp.epochs, hp.batch_size, hp.learning_rate
+
+
 def class_weights(
     setting: str | dict[str, float] | None, names: list[str], train_labels: np.ndarray
 ) -> dict[int, float] | None:
@@ -135,12 +142,13 @@ class Trainer:
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.train_ds, self.validation_ds = train_ds, validation_ds
         self.labels, self.hp, self.reporter = labels, hp, reporter
-        self.steps_per_epoch = math.ceil(len(train_ds) / hp.batch_size)
-        self.total_steps = self.steps_per_epoch * hp.epochs
+        self.epochs, self.batch_size, learning_rate = concrete(hp)
+        self.steps_per_epoch = math.ceil(len(train_ds) / self.batch_size)
+        self.total_steps = self.steps_per_epoch * self.epochs
         if self.total_steps == 0:
             raise InvalidInput("training data has no rows")
         self.optimizer = build_optimizer(
-            hp.learning_rate,
+            learning_rate,
             self.total_steps,
             int(hp.warmup_ratio * self.total_steps),
             hp.weight_decay,
@@ -165,7 +173,7 @@ class Trainer:
         self.eval_ds = eval_batches(
             model,
             self.eval_rows,
-            hp.batch_size,
+            self.batch_size,
             task.collator(tokenizer, self.buckets, hp, epoch=None),
         )
         self.class_weight = (
@@ -277,7 +285,7 @@ class Trainer:
                 self.stopped_early = True
         real_tokens = padded_tokens = 0
         try:
-            while self.state.epoch < self.hp.epochs and not self.stopped_early:
+            while self.state.epoch < self.epochs and not self.stopped_early:
                 real, padded = self._run_epoch()
                 real_tokens += real
                 padded_tokens += padded
@@ -312,7 +320,7 @@ class Trainer:
 
     def _run_epoch(self) -> tuple[int, int]:
         hp, state = self.hp, self.state
-        plan = plan_epoch(self.train_ds, hp.batch_size, hp.seed, state.epoch, hp.group_by_length)
+        plan = plan_epoch(self.train_ds, self.batch_size, hp.seed, state.epoch, hp.group_by_length)
         skip = state.step_in_epoch
         real = int(plan.real_tokens[skip:].sum())
         padded = int(plan.padded_tokens(self.buckets)[skip:].sum())
@@ -320,13 +328,13 @@ class Trainer:
         self.shapes.update(zip(plan.rows[skip:], lengths[skip:], strict=True))
         self.reporter.event(
             "stage",
-            f"epoch {state.epoch + 1}/{hp.epochs} started",
+            f"epoch {state.epoch + 1}/{self.epochs} started",
             epoch=state.epoch + 1,
             step=state.global_step,
         )
         counter = StepCounter(state)
         progress = ProgressCallback(
-            counter, plan, self.reporter, hp.epochs, self.total_steps, hp.log_every_steps
+            counter, plan, self.reporter, self.epochs, self.total_steps, hp.log_every_steps
         )
         watcher = StopWatcher(self.reporter)
         callbacks: list[Any] = [counter, progress]

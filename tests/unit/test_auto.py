@@ -1,0 +1,60 @@
+"""`"auto"` hyperparameters on small, large, imbalanced and long-row data sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from app.core.schemas import Hyperparameters
+from worker.pipeline.auto import resolve_auto
+
+AUTO = Hyperparameters(epochs="auto", batch_size="auto", learning_rate="auto")
+SHORT = np.full(1000, 20)
+
+
+def test_a_small_data_set_gets_enough_optimizer_steps() -> None:
+    chosen = resolve_auto(AUTO, 300, SHORT[:300], [150, 150], hidden_size=384)
+    hp = chosen.hyperparameters
+    # 300 rows of batch 16: 19 steps an epoch; 3 epochs (57 steps) learned nothing here.
+    assert (hp.batch_size, hp.epochs, hp.learning_rate) == (16, 10, 1e-4)
+    assert "19 steps per epoch" in chosen.reasons["epochs"]["reason"]
+    assert "small model (hidden size 384)" in chosen.reasons["learning_rate"]["reason"]
+
+
+def test_a_mid_sized_data_set_gets_about_the_target_steps() -> None:
+    hp = resolve_auto(AUTO, 8551, SHORT, [2528, 6023], hidden_size=384).hyperparameters
+    assert (hp.batch_size, hp.epochs) == (16, 3)  # 535 steps an epoch: 1605 steps
+
+
+def test_a_large_data_set_is_not_over_trained() -> None:
+    hp = resolve_auto(AUTO, 43_410, SHORT, None, hidden_size=768).hyperparameters
+    assert (hp.batch_size, hp.epochs, hp.learning_rate) == (32, 2, 5e-5)
+    huge = resolve_auto(AUTO, 400_000, SHORT, None, hidden_size=1024)
+    assert huge.hyperparameters.epochs == 1 and huge.hyperparameters.learning_rate == 2e-5
+    assert "one epoch is enough" in huge.reasons["epochs"]["reason"]
+
+
+def test_a_rare_class_is_seen_often_enough() -> None:
+    chosen = resolve_auto(AUTO, 20_000, SHORT, [19_950, 50], hidden_size=384)
+    assert chosen.hyperparameters.epochs == 6  # 50 rows x 6 epochs = 300 views
+    assert "the rarest class has 50 rows" in chosen.reasons["epochs"]["reason"]
+
+
+def test_long_rows_halve_the_batch() -> None:
+    chosen = resolve_auto(AUTO, 2000, np.full(2000, 400), None, hidden_size=384)
+    assert chosen.hyperparameters.batch_size == 8
+    assert "long rows (400 tokens" in chosen.reasons["batch_size"]["reason"]
+
+
+def test_values_given_are_kept_and_only_auto_is_explained() -> None:
+    hp = Hyperparameters(epochs=2, batch_size="auto", learning_rate=3e-5)
+    chosen = resolve_auto(hp, 500, SHORT[:500], [250, 250], hidden_size=384)
+    assert chosen.hyperparameters.epochs == 2 and chosen.hyperparameters.learning_rate == 3e-5
+    assert set(chosen.reasons) == {"batch_size"}
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "learning_rate"])
+def test_only_auto_or_a_number(field: str) -> None:
+    with pytest.raises(ValidationError):
+        Hyperparameters(**{field: "fast"})
