@@ -53,6 +53,10 @@ def child(spec_json: str, out: str) -> None:
         PipelineOptions.from_settings(get_settings()),
     )
     metrics["wall_seconds"] = round(time.monotonic() - started, 1)
+    recorded = json.loads((Path(out) / "model" / "job.json").read_text())
+    metrics["auto_chosen"] = ", ".join(
+        f"{k} {v['value']}" for k, v in recorded.get("auto", {}).items()
+    )
     print("RESULT " + json.dumps(metrics))
 
 
