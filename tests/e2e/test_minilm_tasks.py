@@ -73,7 +73,7 @@ def test_minilm_adapts_to_sst2_text(tmp_path: Path) -> None:
         training_file=str(DATA / "sst2" / "train.csv"),
         validation_file=str(DATA / "sst2" / "validation.csv"),
         text_column="sentence",
-        hyperparameters={"epochs": 2, "learning_rate": 1e-4},
+        hyperparameters={"epochs": 1, "learning_rate": 1e-4},
     )
     before, after = metrics["report"]["baseline"], metrics["report"]["metrics"]
     print(f"MiniLM masked LM on 500 SST-2 sentences: before {before}, after {after}")

@@ -56,9 +56,9 @@ def topics(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def multi_label_spec(folder: Path, **overrides: Any) -> Any:
+def multi_label_spec(folder: Path, train_name: str = "train.jsonl", **overrides: Any) -> Any:
     return spec_for(
-        folder / "train.jsonl",
+        folder / train_name,
         folder / "validation.jsonl",
         task="multi_label_classification",
         text_column="text",
@@ -117,7 +117,9 @@ def test_multi_label_from_csv_with_a_delimiter(models_dir: Path, tmp_path: Path)
 
 
 def test_multi_label_resume_is_exact(models_dir: Path, topics: Path, tmp_path: Path) -> None:
-    assert_resume_is_exact(multi_label_spec(topics, epochs=2), models_dir, tmp_path, crash_at=33)
+    write_jsonl(topics / "small.jsonl", topic_rows(160, seed=7))  # 10 steps an epoch
+    spec = multi_label_spec(topics, "small.jsonl", epochs=2)
+    assert_resume_is_exact(spec, models_dir, tmp_path, crash_at=13)
 
 
 # -- token classification -----------------------------------------------------------------------
@@ -171,7 +173,9 @@ def test_token_classification_learns_entities_and_predicts_spans(
 def test_token_classification_resume_is_exact(
     models_dir: Path, entities: Path, tmp_path: Path
 ) -> None:
-    assert_resume_is_exact(token_spec(entities, epochs=2), models_dir, tmp_path, crash_at=33)
+    write_jsonl(entities / "small.jsonl", entity_rows(160, seed=7))  # 10 steps an epoch
+    spec = token_spec(entities, "small.jsonl", epochs=2)
+    assert_resume_is_exact(spec, models_dir, tmp_path, crash_at=13)
 
 
 def test_invalid_iob2_is_refused_or_repaired_as_the_job_asks(
@@ -275,4 +279,6 @@ def test_masked_lm_lowers_perplexity_and_is_a_base_for_classification(
 def test_masked_lm_resume_is_exact(models_dir: Path, sentences: Path, tmp_path: Path) -> None:
     """The masks are drawn from (seed, epoch, the batch's tokens): a resumed run masks its
     batches as the uninterrupted run did."""
-    assert_resume_is_exact(mlm_spec(sentences, epochs=2), models_dir, tmp_path, crash_at=33)
+    write_csv(sentences / "small.csv", ["sentence", "label"], sentiment_rows(160, seed=13))
+    spec = mlm_spec(sentences, "small.csv", epochs=2)
+    assert_resume_is_exact(spec, models_dir, tmp_path, crash_at=13)
