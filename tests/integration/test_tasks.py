@@ -235,8 +235,8 @@ def sentences(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def mlm_spec(folder: Path, **overrides: Any) -> Any:
-    return spec_for(folder / "train.csv", folder / "validation.csv", task="masked_lm", **overrides)
+def mlm_spec(folder: Path, train_name: str = "train.csv", **overrides: Any) -> Any:
+    return spec_for(folder / train_name, folder / "validation.csv", task="masked_lm", **overrides)
 
 
 def test_masked_lm_lowers_perplexity_and_is_a_base_for_classification(
