@@ -110,7 +110,7 @@ class Hyperparameters(StrictModel):
     )
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     class_weight: (
-        Literal["balanced"]
+        Literal["balanced", "auto"]
         | dict[
             Annotated[str, StringConstraints(min_length=1, max_length=256)],
             Annotated[float, Field(gt=0, le=10_000)],
@@ -120,7 +120,8 @@ class Hyperparameters(StrictModel):
         default=None,
         description="classification: weigh each class's rows in the loss; 'balanced' gives "
         "rows/(classes x class rows) (scikit-learn's definition), a mapping label -> weight "
-        "sets them (labels left out weigh 1)",
+        "sets them (labels left out weigh 1); 'auto': balanced when the most frequent class "
+        "has 1.5x the rows of the rarest or more",
     )
     mlm_probability: float = Field(
         default=0.15,
@@ -239,7 +240,7 @@ class JobCreate(StrictModel):
         if self.text_pair_column is not None and self.task in ("token_classification", "masked_lm"):
             raise ValueError(f"text_pair_column does not apply to {self.task}")
         hp = self.hyperparameters
-        if hp.class_weight is not None and self.task != "sequence_classification":
+        if hp.class_weight not in (None, "auto") and self.task != "sequence_classification":
             raise ValueError("class_weight applies to sequence_classification only")
         allowed = METRICS_BY_TASK.get(self.task)
         if allowed is not None and hp.early_stopping_metric not in allowed:

@@ -15,6 +15,13 @@ pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
+def first(source: Path, rows: int, target: Path) -> str:
+    """The first `rows` lines of a sample (the suite's time budget)."""
+    lines = source.read_text().splitlines(keepends=True)
+    target.write_text("".join(lines[: rows + (source.suffix == ".csv")]))
+    return str(target)
+
+
 def run(tmp_path: Path, **fields: Any) -> dict[str, Any]:
     import worker  # noqa: F401
     from app.core.schemas import JobSpec
@@ -31,35 +38,35 @@ def run(tmp_path: Path, **fields: Any) -> dict[str, Any]:
     )
 
 
-def test_minilm_tags_conll_entities_from_400_sentences(tmp_path: Path) -> None:
+def test_minilm_tags_conll_entities_from_250_sentences(tmp_path: Path) -> None:
     metrics = run(
         tmp_path,
         task="token_classification",
-        training_file=str(DATA / "conll2003" / "train.jsonl"),
+        training_file=first(DATA / "conll2003" / "train.jsonl", 250, tmp_path / "train.jsonl"),
         validation_file=str(DATA / "conll2003" / "validation.jsonl"),
         text_column="tokens",
         label_column="ner_tags",
         hyperparameters={"epochs": 3, "learning_rate": 1e-4},
     )
     report = metrics["report"]
-    print(f"MiniLM on 400 CoNLL sentences: {report['metrics']}, baseline {report['baseline']}")
+    print(f"MiniLM on 250 CoNLL sentences: {report['metrics']}, baseline {report['baseline']}")
     assert report["baseline"]["f1"] == 0.0  # tagging every word O finds no entity
-    assert report["metrics"]["f1"] > 0.4, report["metrics"]
+    assert report["metrics"]["f1"] > 0.3, report["metrics"]
     assert report["metrics"]["accuracy"] > report["baseline"]["accuracy"]
     assert {c["label"] for c in report["per_class"]} == {"LOC", "MISC", "ORG", "PER"}
 
 
-def test_minilm_learns_emotions_from_600_goemotions_rows(tmp_path: Path) -> None:
+def test_minilm_learns_emotions_from_300_goemotions_rows(tmp_path: Path) -> None:
     metrics = run(
         tmp_path,
         task="multi_label_classification",
-        training_file=str(DATA / "goemotions" / "train.jsonl"),
+        training_file=first(DATA / "goemotions" / "train.jsonl", 300, tmp_path / "train.jsonl"),
         validation_file=str(DATA / "goemotions" / "validation.jsonl"),
         label_column="labels",
         hyperparameters={"epochs": 3, "learning_rate": 1e-4},
     )
     report = metrics["report"]
-    print(f"MiniLM on 600 GoEmotions rows: {report['metrics']}, baseline {report['baseline']}")
+    print(f"MiniLM on 300 GoEmotions rows: {report['metrics']}, baseline {report['baseline']}")
     assert report["baseline"]["f1_macro"] < 0.2  # the most frequent set: admiration alone
     assert report["metrics"]["f1_macro"] > report["baseline"]["f1_macro"] + 0.3
     assert report["metrics"]["f1_micro"] > report["baseline"]["f1_micro"] + 0.2
@@ -70,12 +77,12 @@ def test_minilm_adapts_to_sst2_text(tmp_path: Path) -> None:
     metrics = run(
         tmp_path,
         task="masked_lm",
-        training_file=str(DATA / "sst2" / "train.csv"),
+        training_file=first(DATA / "sst2" / "train.csv", 200, tmp_path / "train.csv"),
         validation_file=str(DATA / "sst2" / "validation.csv"),
         text_column="sentence",
         hyperparameters={"epochs": 1, "learning_rate": 1e-4},
     )
     before, after = metrics["report"]["baseline"], metrics["report"]["metrics"]
-    print(f"MiniLM masked LM on 500 SST-2 sentences: before {before}, after {after}")
+    print(f"MiniLM masked LM on 200 SST-2 sentences: before {before}, after {after}")
     assert after["perplexity"] < before["perplexity"]
     assert metrics["report"]["warnings"] == []

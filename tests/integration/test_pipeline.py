@@ -386,7 +386,7 @@ def test_auto_hyperparameters_are_resolved_and_recorded(
     # 54 rows of batch 16: 4 steps an epoch, so 10 epochs (the cap) towards 1200 steps; the
     # tiny model is 32 wide: a small model's rate.
     assert job["hyperparameters"]["epochs"] == 10 and job["hyperparameters"]["batch_size"] == 16
-    assert job["hyperparameters"]["learning_rate"] == 1e-4
+    assert job["hyperparameters"]["learning_rate"] == 1e-4  # 40 steps: doubled
     assert set(job["auto"]) == {"epochs", "batch_size", "learning_rate"}
     assert "4 steps per epoch" in job["auto"]["epochs"]["reason"]
     assert metrics["global_step"] == 40

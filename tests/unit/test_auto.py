@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from app.core.schemas import Hyperparameters
 from worker.pipeline.auto import resolve_auto
 
-AUTO = Hyperparameters(epochs="auto", batch_size="auto", learning_rate="auto")
+AUTO = Hyperparameters(epochs="auto", batch_size="auto", learning_rate="auto", class_weight="auto")
 SHORT = np.full(1000, 20)
 
 
@@ -19,17 +19,23 @@ def test_a_small_data_set_gets_enough_optimizer_steps() -> None:
     # 300 rows of batch 16: 19 steps an epoch; 3 epochs (57 steps) learned nothing here.
     assert (hp.batch_size, hp.epochs, hp.learning_rate) == (16, 10, 1e-4)
     assert "19 steps per epoch" in chosen.reasons["epochs"]["reason"]
-    assert "small model (hidden size 384)" in chosen.reasons["learning_rate"]["reason"]
+    reason = chosen.reasons["learning_rate"]["reason"]
+    assert "small model (hidden size 384), doubled for a short run (190 optimizer" in reason
+    assert hp.class_weight is None  # 150 against 150
 
 
 def test_a_mid_sized_data_set_gets_about_the_target_steps() -> None:
-    hp = resolve_auto(AUTO, 8551, SHORT, [2528, 6023], hidden_size=384).hyperparameters
+    chosen = resolve_auto(AUTO, 8551, SHORT, [2528, 6023], hidden_size=384)
+    hp = chosen.hyperparameters
     assert (hp.batch_size, hp.epochs) == (16, 3)  # 535 steps an epoch: 1605 steps
+    assert hp.learning_rate == 5e-5
+    assert hp.class_weight == "balanced"  # CoLA: 70% one class
+    assert "2.4x the rows of the rarest" in chosen.reasons["class_weight"]["reason"]
 
 
 def test_a_large_data_set_is_not_over_trained() -> None:
     hp = resolve_auto(AUTO, 43_410, SHORT, None, hidden_size=768).hyperparameters
-    assert (hp.batch_size, hp.epochs, hp.learning_rate) == (32, 2, 5e-5)
+    assert (hp.batch_size, hp.epochs, hp.learning_rate) == (32, 2, 3e-5)
     huge = resolve_auto(AUTO, 400_000, SHORT, None, hidden_size=1024)
     assert huge.hyperparameters.epochs == 1 and huge.hyperparameters.learning_rate == 2e-5
     assert "one epoch is enough" in huge.reasons["epochs"]["reason"]
@@ -52,6 +58,7 @@ def test_values_given_are_kept_and_only_auto_is_explained() -> None:
     chosen = resolve_auto(hp, 500, SHORT[:500], [250, 250], hidden_size=384)
     assert chosen.hyperparameters.epochs == 2 and chosen.hyperparameters.learning_rate == 3e-5
     assert set(chosen.reasons) == {"batch_size"}
+    assert chosen.hyperparameters.class_weight is None
 
 
 @pytest.mark.parametrize("field", ["epochs", "batch_size", "learning_rate"])

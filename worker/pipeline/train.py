@@ -111,6 +111,8 @@ def class_weights(
     rare classes count as much as the user asks."""
     if setting is None:
         return None
+    if setting == "auto":
+        raise ValueError("resolve class_weight 'auto' before training")
     if setting == "balanced":
         from sklearn.utils.class_weight import compute_class_weight
 

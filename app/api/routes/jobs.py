@@ -150,7 +150,7 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
     if train is not None:
         classes, _ = _scan(train, text_columns, body.label_column, settings, None)
         weights = body.hyperparameters.class_weight
-        if weights is not None and classes is None:
+        if weights not in (None, "auto") and classes is None:
             raise invalid(
                 "class_weight applies to classification; this label column holds numbers "
                 "(regression)",
