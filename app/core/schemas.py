@@ -12,7 +12,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.core.settings import Precision
 
@@ -83,20 +90,25 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
+# "auto" as a one-value enum in the OpenAPI document, not a `const`: clients generated from it
+# (openapi-python-client) try an enum and fall back to the number, but raise on a const.
+Auto = Annotated[Literal["auto"], WithJsonSchema({"type": "string", "enum": ["auto"]})]
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Hyperparameters(StrictModel):
-    epochs: Annotated[int, Field(ge=1, le=100)] | Literal["auto"] = Field(
+    epochs: Auto | Annotated[int, Field(ge=1, le=100)] = Field(
         default=3,
         description="'auto': enough optimizer steps for small data sets, few epochs for large "
         "ones (job.json records the choice and why)",
     )
-    batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+    batch_size: Auto | Annotated[int, Field(ge=1, le=1024)] = Field(
         default=16, description="'auto': from the data set's size and token lengths"
     )
-    learning_rate: Annotated[float, Field(gt=0, le=1.0)] | Literal["auto"] = Field(
+    learning_rate: Auto | Annotated[float, Field(gt=0, le=1.0)] = Field(
         default=5e-5, description="'auto': from the model's width (small models take more)"
     )
     max_length: int = Field(default=128, ge=8, le=512)
