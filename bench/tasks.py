@@ -227,29 +227,36 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Equal rows and tokens: CoNLL sentences tagged, and the same sentences (words joined)
     classified by whether they hold an entity."""
     data = args.data_dir / "conll2003"
-    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
-    rows = rows[: args.rows or 4000]
-    tagged = work / "tp-tagged.jsonl"
-    tagged.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    texts = work / "tp-texts.jsonl"
-    texts.write_text(
-        "".join(
-            json.dumps(
-                {"text": " ".join(r["tokens"]), "label": int(any(t != "O" for t in r["ner_tags"]))}
+    files: dict[str, tuple[Path, Path]] = {}
+    for split, limit in (("train", args.rows or 4000), ("validation", 300)):
+        lines = (data / f"{split}.jsonl").read_text().splitlines()[:limit]
+        rows = [json.loads(line) for line in lines]
+        tagged = work / f"tp-tagged-{split}.jsonl"
+        tagged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        texts = work / f"tp-texts-{split}.jsonl"
+        texts.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "text": " ".join(r["tokens"]),
+                        "label": int(any(t != "O" for t in r["ner_tags"])),
+                    }
+                )
+                + "\n"
+                for r in rows
             )
-            + "\n"
-            for r in rows
         )
-    )
+        files[split] = (tagged, texts)
+    (tagged_train, texts_train), (tagged_val, texts_val) = files["train"], files["validation"]
     results = []
     for name, spec in (
-        ("sequence classification", job("sequence_classification", texts, texts, 1)),
+        ("sequence classification", job("sequence_classification", texts_train, texts_val, 1)),
         (
             "token classification",
             job(
                 "token_classification",
-                tagged,
-                tagged,
+                tagged_train,
+                tagged_val,
                 1,
                 text_column="tokens",
                 label_column="ner_tags",
@@ -262,7 +269,8 @@ def bench_throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )
     ratio = results[1][1] / results[0][1]
     table(
-        f"training throughput, {len(rows)} CoNLL sentences, 1 epoch (token/sequence: {ratio:.3f})",
+        f"training throughput, {args.rows or 4000} CoNLL sentences, 1 epoch "
+        f"(token/sequence: {ratio:.3f})",
         ["task", "real tokens/s", "fit seconds", "real tokens"],
         results,
     )
