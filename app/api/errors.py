@@ -53,8 +53,18 @@ def _param(loc: tuple[Any, ...]) -> str | None:
         p
         for p in parts
         if p not in ("str", "HubDataset", "int", "function-after[_consistent(), Hyperparameters]")
+        and not p.startswith(("literal[", "constrained-"))  # `"auto" | a number` members
     ]
     return ".".join(parts) or None
+
+
+def _first_error(errors: list[Any]) -> Any:
+    """The error to report: for a field that takes "auto" or a number, the number's (its
+    bounds), not "should be 'auto'"."""
+    for error in errors:
+        if not any(str(p).startswith("literal[") for p in error.get("loc", ())):
+            return error
+    return errors[0]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -66,7 +76,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = list(exc.errors())
+        first = _first_error(errors) if errors else {"loc": (), "msg": "invalid request"}
         param = _param(tuple(first.get("loc", ())))
         message = str(first.get("msg", "invalid request"))
         if first.get("type") == "extra_forbidden":

@@ -270,7 +270,7 @@ def test_masked_lm_lowers_perplexity_and_is_a_base_for_classification(
     reporter = Recorder()
     result = train(classify, tmp_path / "classify", models_dir, reporter)
     assert any(
-        "BertForMaskedLM): its encoder is kept, the sequence_classification head starts fresh" in m
+        "BertForMaskedLM): its encoder is kept, the classification head starts fresh" in m
         for _, m, _ in reporter.events
     )
     assert result["final"]["accuracy"] > 0.8

@@ -263,25 +263,25 @@ def continued_from(
         return {}
     before = previous_labels(ref, task)
     architecture = previous_architecture(ref) or "another architecture"
+    head = "classification" if task.name == "sequence_classification" else task.name
     if before is None and task.name != "masked_lm" and labels.task != "regression":
         reporter.event(
             "stage",
             f"continuing from job {spec.base_job_id} ({architecture}): its encoder is kept, "
-            f"the {task.name} head starts fresh",
+            f"the {head} head starts fresh",
         )
     elif before is None or not labels.names:
         reporter.event("stage", f"continuing from job {spec.base_job_id}")
     elif before == labels.names:
         reporter.event(
             "stage",
-            f"continuing from job {spec.base_job_id} with its {task.name} head (same labels)",
+            f"continuing from job {spec.base_job_id} with its {head} head (same labels)",
         )
     else:
         reporter.event(
             "warning",
             f"the labels ({', '.join(labels.names[:10])}) differ from job {spec.base_job_id}'s "
-            f"({', '.join(before[:10])}): its encoder is kept, the {task.name} head starts "
-            "fresh",
+            f"({', '.join(before[:10])}): its encoder is kept, the {head} head starts fresh",
         )
     previous: dict[str, Any] = {}
     try:
