@@ -29,7 +29,8 @@ from worker.pipeline.quality import judge_classification
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _round(value: float | np.floating[Any]) -> float:
+def round6(value: float | np.floating[Any]) -> float:
+    """Scores as reports and metrics files keep them: six decimals."""
     return round(float(value), 6)
 
 
@@ -40,7 +41,7 @@ def classification_report(
     most frequent class, the baseline a useful model must beat."""
     targets = targets.astype(np.int64)
     classes = list(range(len(names)))
-    metrics = {k: _round(v) for k, v in classification_metrics(logits, targets).items()}
+    metrics = {k: round6(v) for k, v in classification_metrics(logits, targets).items()}
     predicted = logits.argmax(axis=-1)
     quality = judge_classification(predicted, targets, majority, metrics, names)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -49,9 +50,9 @@ def classification_report(
     per_class = [
         ClassScores(
             label=names[i],
-            precision=_round(precision[i]),
-            recall=_round(recall[i]),
-            f1=_round(f1[i]),
+            precision=round6(precision[i]),
+            recall=round6(recall[i]),
+            f1=round6(f1[i]),
             support=int(support[i]),
         )
         for i in classes
@@ -93,17 +94,17 @@ def binary_scores(probabilities: np.ndarray, positive: np.ndarray, label: str) -
         rows.append(
             ThresholdScores(
                 threshold=threshold,
-                precision=_round(precision),
-                recall=_round(recall),
-                f1=_round(f1),
-                accuracy=_round(accuracy_score(positive, chosen)),
+                precision=round6(precision),
+                recall=round6(recall),
+                f1=round6(f1),
+                accuracy=round6(accuracy_score(positive, chosen)),
                 predicted_positive=int(chosen.sum()),
             )
         )
     return BinaryScores(
         positive_label=label,
-        roc_auc=_round(roc_auc_score(positive, probabilities)) if both else None,
-        pr_auc=_round(average_precision_score(positive, probabilities)) if both else None,
+        roc_auc=round6(roc_auc_score(positive, probabilities)) if both else None,
+        pr_auc=round6(average_precision_score(positive, probabilities)) if both else None,
         thresholds=rows,
     )
 
@@ -111,10 +112,10 @@ def binary_scores(probabilities: np.ndarray, positive: np.ndarray, label: str) -
 def regression_report(
     predictions: np.ndarray, targets: np.ndarray, train_mean: float
 ) -> EvaluationReport:
-    metrics = {k: _round(v) for k, v in regression_metrics(predictions, targets).items()}
+    metrics = {k: round6(v) for k, v in regression_metrics(predictions, targets).items()}
     constant = np.full(len(targets), train_mean, dtype=np.float64)
     baseline = {
-        "mse": _round(np.mean((constant - targets.astype(np.float64).reshape(-1)) ** 2)),
+        "mse": round6(np.mean((constant - targets.astype(np.float64).reshape(-1)) ** 2)),
         "pearson": 0.0,
     }
     warnings = []

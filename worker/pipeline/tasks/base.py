@@ -9,7 +9,9 @@ answered. A new task is one new module registered in `worker/pipeline/tasks/__in
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -149,5 +151,13 @@ class TaskType(ABC):
         """One answer per input, in order (`served` is a `worker.serving.LoadedModel`)."""
 
 
-def round6(value: float | np.floating[Any]) -> float:
-    return round(float(value), 6)
+_EVALUATION_FUNCTIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def evaluation_function(model: TFPreTrainedModel, name: str, build: Callable[[], Any]) -> Any:
+    """One `tf.function` per model and purpose, built at the first evaluation and reused by
+    the next: a new one each time would trace the model again at every evaluation."""
+    kept = _EVALUATION_FUNCTIONS.setdefault(model, {})
+    if name not in kept:
+        kept[name] = build()
+    return kept[name]

@@ -30,7 +30,8 @@ from app.core.schemas import EvaluationReport, Hyperparameters, JobSpec
 from worker.errors import InvalidInput
 from worker.pipeline.batching import BucketCollator, Collator
 from worker.pipeline.data import LABELS, LabelInfo
-from worker.pipeline.tasks.base import TaskType, round6
+from worker.pipeline.report import round6
+from worker.pipeline.tasks.base import TaskType, evaluation_function
 from worker.pipeline.tasks.sequence import tokenize_texts
 
 VALIDATION_EPOCH = 2**31 - 1  # the masking seed's epoch part for validation batches
@@ -120,16 +121,22 @@ class MaskedLanguageModelling(TaskType):
         """Cross-entropy summed over the masked tokens, in the graph: the vocabulary-wide
         logits of a batch never leave it."""
 
-        @tf.function(reduce_retracing=True)
-        def score(features: dict[str, tf.Tensor], targets: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            logits = tf.cast(model(features, training=False).logits, tf.float32)
-            kept = targets != -100
-            picked = tf.boolean_mask(logits, kept)
-            truth = tf.boolean_mask(targets, kept)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(truth, picked)
-            right = tf.cast(tf.argmax(picked, axis=-1, output_type=truth.dtype) == truth, tf.int64)
-            return tf.reduce_sum(losses), tf.size(truth), tf.reduce_sum(right)
+        def build() -> Any:
+            @tf.function(reduce_retracing=True)
+            def score(features: dict[str, tf.Tensor], targets: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                logits = tf.cast(model(features, training=False).logits, tf.float32)
+                kept = targets != -100
+                picked = tf.boolean_mask(logits, kept)
+                truth = tf.boolean_mask(targets, kept)
+                losses = tf.nn.sparse_softmax_cross_entropy_with_logits(truth, picked)
+                right = tf.cast(
+                    tf.argmax(picked, axis=-1, output_type=truth.dtype) == truth, tf.int64
+                )
+                return tf.reduce_sum(losses), tf.size(truth), tf.reduce_sum(right)
 
+            return score
+
+        score = evaluation_function(model, self.name, build)
         outputs = MaskedOutputs()
         for features, targets in batches:
             loss, count, right = score(features, targets)

@@ -29,7 +29,8 @@ from app.core.schemas import ClassScores, EvaluationReport, Hyperparameters, Job
 from worker.errors import InvalidInput
 from worker.pipeline.batching import BucketCollator, Collator
 from worker.pipeline.data import LABELS, LabelInfo
-from worker.pipeline.tasks.base import TaskType, round6
+from worker.pipeline.report import round6
+from worker.pipeline.tasks.base import TaskType
 from worker.pipeline.tasks.sequence import predict_texts, tokenize_texts
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))

@@ -41,7 +41,8 @@ from app.core.tags import TagProblem, check_iob2, entity_type, entity_types
 from worker.errors import InvalidInput
 from worker.pipeline.batching import Collator, bucket_length
 from worker.pipeline.data import LABELS, LENGTH, LabelInfo
-from worker.pipeline.tasks.base import TaskType, round6
+from worker.pipeline.report import round6
+from worker.pipeline.tasks.base import TaskType, evaluation_function
 
 IGNORED = -100  # positions the loss skips: special tokens, padding, a word's later pieces
 WORD_TAGS = "word_tags"  # every word's tag id (the truth evaluation is scored against)
@@ -260,9 +261,14 @@ class TokenClassification(TaskType):
     def validation_outputs(self, model: TFPreTrainedModel, batches: tf.data.Dataset) -> Any:
         """Batch by batch (rows of different lengths do not stack into one array)."""
 
-        @tf.function(reduce_retracing=True)
-        def forward(features: dict[str, tf.Tensor]) -> tf.Tensor:
-            return tf.cast(model(features, training=False).logits, tf.float32)
+        def build() -> Any:
+            @tf.function(reduce_retracing=True)
+            def forward(features: dict[str, tf.Tensor]) -> tf.Tensor:
+                return tf.cast(model(features, training=False).logits, tf.float32)
+
+            return forward
+
+        forward = evaluation_function(model, self.name, build)
 
         outputs = TokenOutputs()
         for features, targets in batches:
