@@ -6,9 +6,10 @@ position (rows done, bytes of each file) is written atomically. A worker killed 
 resumes from the last recorded position, cutting the part files back to it first: every input
 row appears in the output exactly once, in the input's order.
 
-With a label column the file is also judged: the same evaluation report a job writes for its
-validation data (confusion matrix, per-class scores, the training set's majority-class
-baseline), computed from the outputs kept on disk.
+With a label column (or, for a masked-LM model, as an evaluation) the file is also judged: the
+same evaluation report a job writes for its validation data, with the task's trivial baseline,
+computed from what each chunk kept on disk for it (one JSON line per chunk). What a row's
+answer and report record hold is the model's task's business (`TaskType.batch_chunk`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from app.core.layout import BATCH_OUTPUT_NAMES, REPORT_FILE, fsync_dir, write_atomically
 from app.core.schemas import BatchSpec, EvaluationReport, Progress
 from worker.errors import InvalidInput, JobCancelled, JobInterrupted
 from worker.pipeline.data import load_source
-from worker.pipeline.report import classification_report, regression_report
 from worker.reporter import Reporter
 from worker.serving import LoadedModel, PredictionFailed
 
 CHUNK_ROWS = 1024
 STATE_FILE = "batch_state.json"
 PART_FILE = "predictions.part"
-OUTPUTS_FILE = "outputs.f64"  # every row's raw outputs, for the report
+OUTPUTS_FILE = "outputs.jsonl"  # what each chunk's rows give the report, a line per chunk
 
 
 def run_batch_prediction(spec: BatchSpec, folder: Path, reporter: Reporter) -> dict[str, Any]:
@@ -61,9 +59,12 @@ def run_batch_prediction(spec: BatchSpec, folder: Path, reporter: Reporter) -> d
         (folder / PART_FILE).replace(final)
         fsync_dir(folder)
     metrics: dict[str, Any] = {"rows": total, "rows_failed": state["failed"]}
-    if spec.label_column is not None:
+    if spec.evaluate or spec.label_column is not None:
         if (folder / OUTPUTS_FILE).exists():
-            report = _report(spec, loaded, data[spec.label_column], folder)
+            records = [
+                json.loads(line) for line in (folder / OUTPUTS_FILE).read_text().splitlines()
+            ]
+            report = loaded.task_type.batch_report(loaded, records)
             write_atomically(folder / REPORT_FILE, report.model_dump_json(indent=2))
         else:  # written by the attempt that also removed the outputs
             report = EvaluationReport.model_validate_json((folder / REPORT_FILE).read_bytes())
@@ -104,7 +105,7 @@ def _predict_rows(
                 for values in zip(*chunk.values(), strict=True)
             ]
             if fmt == "csv" and start == 0:
-                part.write(_csv_line(_csv_header(columns, loaded)))
+                part.write(_csv_line([*columns, *loaded.task_type.batch_csv_header(loaded)]))
             failed = _predict_chunk(rows, spec, loaded, fmt, part, raw)
             part.flush()
             raw.flush()
@@ -151,13 +152,6 @@ def _restore(folder: Path) -> dict[str, int]:
     return state
 
 
-def _csv_header(columns: list[str], loaded: LoadedModel) -> list[str]:
-    if loaded.task == "regression":
-        return [*columns, "predicted_value", "tokens", "truncated", "error"]
-    scores = [f"score_{name}" for name in loaded.names]
-    return [*columns, "predicted_label", "score", *scores, "tokens", "truncated", "error"]
-
-
 def _csv_line(values: list[Any]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(values)
@@ -172,77 +166,25 @@ def _predict_chunk(
     part: Any,
     raw: Any,
 ) -> int:
-    """Writes one chunk's output rows and raw outputs; returns how many rows failed."""
-    usable = [
-        i
-        for i, row in enumerate(rows)
-        if isinstance(row.get(spec.text_column), str)
-        and row[spec.text_column].strip()
-        and (spec.text_pair_column is None or isinstance(row.get(spec.text_pair_column), str))
-    ]
-    texts = [rows[i][spec.text_column] for i in usable]
-    pairs = [rows[i][spec.text_pair_column] for i in usable] if spec.text_pair_column else None
-    outputs = np.full((len(rows), len(loaded.names)), np.nan)
-    lengths = [0] * len(rows)
-    if usable:
-        found, found_lengths = loaded.outputs(texts, pairs)
-        outputs[usable] = found
-        for i, length in zip(usable, found_lengths, strict=True):
-            lengths[i] = length
-    raw.write(outputs.astype("<f8").tobytes())
-    chosen = set(usable)
-    for index, row in enumerate(rows):
-        answer = loaded.answer(outputs[index], lengths[index]) if index in chosen else None
-        part.write(_output_row(row, answer, loaded, fmt))
-    return len(rows) - len(usable)
+    """Writes one chunk's output rows and its report record; returns how many rows failed."""
+    evaluate = spec.evaluate or spec.label_column is not None
+    chunk = loaded.task_type.batch_chunk(loaded, rows, spec, evaluate)
+    if evaluate:
+        raw.write((json.dumps(chunk.record) + "\n").encode())
+    for row, answer, error in zip(rows, chunk.answers, chunk.errors, strict=True):
+        part.write(_output_row(row, answer, error, loaded, fmt))
+    return sum(1 for answer in chunk.answers if answer is None)
 
 
 def _output_row(
-    row: dict[str, Any], answer: dict[str, Any] | None, loaded: LoadedModel, fmt: str
+    row: dict[str, Any],
+    answer: dict[str, Any] | None,
+    error: str | None,
+    loaded: LoadedModel,
+    fmt: str,
 ) -> bytes:
-    error = None if answer is not None else "empty text: no prediction"
     if fmt == "jsonl":
-        prediction = None
-        if answer is not None:
-            keys = ("value",) if loaded.task == "regression" else ("label", "score", "scores")
-            prediction = {k: answer[k] for k in (*keys, "tokens", "truncated")}
-        record = {**row, "prediction": prediction, "error": error}
+        record = {**row, "prediction": answer, "error": error}
         return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-    values = list(row.values())
-    if answer is None:
-        width = 1 if loaded.task == "regression" else 2 + len(loaded.names)
-        return _csv_line([*values, *([""] * width), "", "", error])
-    if loaded.task == "regression":
-        return _csv_line([*values, answer["value"], answer["tokens"], answer["truncated"], ""])
-    scores = [round(answer["scores"][name], 6) for name in loaded.names]
-    return _csv_line(
-        [
-            *values,
-            answer["label"],
-            round(answer["score"], 6),
-            *scores,
-            answer["tokens"],
-            answer["truncated"],
-            "",
-        ]
-    )
-
-
-def _report(spec: BatchSpec, loaded: LoadedModel, labels: Any, folder: Path) -> EvaluationReport:
-    """The evaluation report over the rows that got a prediction."""
-    outputs = np.fromfile(folder / OUTPUTS_FILE, dtype="<f8").reshape(-1, len(loaded.names))
-    keep = ~np.isnan(outputs).any(axis=1)
-    summary = loaded.job.get("training_labels", {})
-    if loaded.task == "regression":
-        targets = np.asarray(labels, dtype=np.float64)[keep]
-        mean = float(summary.get("mean", targets.mean() if len(targets) else 0.0))
-        return regression_report(outputs[keep][:, 0], targets, mean)
-    index = {name: i for i, name in enumerate(loaded.names)}
-    targets = np.asarray([index[str(v)] for v in labels], dtype=np.int64)[keep]
-    counts = summary.get("counts") or {}
-    majority = (
-        index[max(counts, key=lambda k: counts[k])]
-        if counts
-        else int(np.bincount(targets, minlength=len(loaded.names)).argmax())
-    )
-    return classification_report(outputs[keep], targets, loaded.names, majority)
+    values = loaded.task_type.batch_csv_values(loaded, answer)
+    return _csv_line([*row.values(), *values, error or ""])

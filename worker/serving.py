@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class LoadedModel:
     max_length: int
     forward: Any  # tf.function: model inputs -> logits
     job: dict[str, Any]  # the job's job.json
+    extras: dict[str, Any] = field(default_factory=dict)  # what a task keeps per model
 
     @classmethod
     def load(cls, folder: Path, checkpoint: Path | None = None) -> LoadedModel:

@@ -49,7 +49,11 @@ def check_task_file(
         _check_texts(path, fmt, body.text_column)
         return [], []
     if body.task == "multi_label_classification":
-        return _check_label_sets(body, path, fmt, max_labels, known), []
+        texts = [body.text_column] + ([body.text_pair_column] if body.text_pair_column else [])
+        labels = check_label_sets(
+            texts, body.label_column, body.label_delimiter, path, fmt, max_labels, known
+        )
+        return labels, []
     return _check_tags(body, path, fmt, max_labels, known)
 
 
@@ -62,21 +66,27 @@ def _check_texts(path: Path, fmt: Format, column: str) -> None:
             )
 
 
-def _check_label_sets(
-    body: JobCreate, path: Path, fmt: Format, max_labels: int, known: list[str] | None
+def check_label_sets(
+    texts: list[str],
+    label_column: str,
+    delimiter: str,
+    path: Path,
+    fmt: Format,
+    max_labels: int,
+    known: list[str] | None,
 ) -> list[str]:
-    texts = [body.text_column] + ([body.text_pair_column] if body.text_pair_column else [])
+    """Every row's label set parses; returns the labels (`known`: they must be among them)."""
     seen: list[object] = []
     distinct: set[str] = set()
-    for row, values in _rows(path, fmt, [*texts, body.label_column]):
+    for row, values in _rows(path, fmt, [*texts, label_column]):
         for column in texts:
             if not isinstance(values[column], str):
                 raise DataFileProblem(f"row {row}: column '{column}' is not text", "text_column")
         try:
-            labels = label_set(values[body.label_column], body.label_delimiter)
+            labels = label_set(values[label_column], delimiter)
         except LabelProblem as exc:
             raise DataFileProblem(
-                f"row {row}, column '{body.label_column}': {exc}", "label_column"
+                f"row {row}, column '{label_column}': {exc}", "label_column"
             ) from exc
         for label in labels:
             if str(label) not in distinct:
@@ -97,7 +107,7 @@ def _check_label_sets(
     try:
         return class_names(seen, max_labels)
     except LabelProblem as exc:
-        raise DataFileProblem(f"column '{body.label_column}': {exc}", "label_column") from exc
+        raise DataFileProblem(f"column '{label_column}': {exc}", "label_column") from exc
 
 
 def _check_tags(

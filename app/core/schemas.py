@@ -546,6 +546,9 @@ class BatchSpec(BaseModel):
     text_column: str
     text_pair_column: str | None = None
     label_column: str | None = None
+    # Judge the file (write the evaluation report): set with a label column, and for models
+    # that are judged without one (masked LM: perplexity).
+    evaluate: bool = False
 
 
 class BatchPrediction(BaseModel):

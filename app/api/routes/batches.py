@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 from app.api.datafiles import DataFileProblem, scan_columns
 from app.api.deps import SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
+from app.api.taskcheck import check_label_sets
 from app.core.layout import (
     BATCH_OUTPUT_NAMES,
     CHECKPOINT_MODEL_DIR,
@@ -68,20 +69,24 @@ def _load(store: Store, tenant: str, batch_id: str) -> JobRecord:
 
 
 def create_batch(
-    body: BatchPredictionCreate, tenant: str, store: Store, settings: Settings
+    body: BatchPredictionCreate,
+    tenant: str,
+    store: Store,
+    settings: Settings,
+    evaluation: bool = False,
 ) -> JobRecord:
     """Checks everything knowable now (422/404 naming the field); links what the batch reads
-    (model, checkpoint, data) into its own folder; returns the record to store."""
+    (model, checkpoint, data) into its own folder; returns the record to store. `evaluation`:
+    judge the file even without a label column (masked-LM models: perplexity)."""
     source = store.get_job(tenant, body.job_id)
     if source is None or source.spec is None:
         raise not_found("job", body.job_id)
-    if source.spec.task != "sequence_classification":
+    task = source.spec.task
+    if task == "masked_lm" and body.label_column is not None:
         raise invalid(
-            f"job '{source.id}' is a {source.spec.task} job: batch predictions and evaluations "
-            "take sequence_classification jobs for now; its model answers online (POST "
-            f"/v1/jobs/{source.id}/predictions) and its evaluation report is at GET "
-            f"/v1/jobs/{source.id}/report",
-            "job_id",
+            f"job '{source.id}' is a masked_lm job: its model is judged by perplexity on the "
+            "file's text and takes no label column (POST /v1/jobs/{id}/evaluations)",
+            "label_column",
         )
     model_folder = attempt_output_dir(settings.storage_dir, source.id, source.attempt)
     if source.status != JobStatus.succeeded or not (model_folder / "config.json").is_file():
@@ -114,7 +119,24 @@ def create_batch(
                 f"{', '.join(file.public.columns)}",
                 param,
             )
-    if body.label_column is not None:
+    if task == "token_classification" and body.label_column is not None:
+        if file.public.format == "csv":
+            raise invalid(
+                "evaluating a token_classification model needs a list of words and a list of "
+                "tags per row: upload JSON Lines or Parquet (a CSV cell holds one text)",
+                "input_file",
+            )
+    elif task == "multi_label_classification" and body.label_column is not None:
+        _check_label_sets(
+            file.path,
+            file.public.format,
+            text,
+            body.label_column,
+            source.spec.label_delimiter,
+            model_folder,
+            settings,
+        )
+    elif body.label_column is not None and task == "sequence_classification":
         _check_labels(
             file.path, file.public.format, text, body.label_column, model_folder, settings
         )
@@ -149,6 +171,7 @@ def create_batch(
             text_column=text,
             text_pair_column=pair,
             label_column=body.label_column,
+            evaluate=evaluation or body.label_column is not None,
         ),
         created_at=now(),
     )
@@ -184,6 +207,36 @@ def _check_labels(
             f"({', '.join(sorted(names)[:20])})",
             "label_column",
         )
+
+
+def _check_label_sets(
+    path: str,
+    fmt: str,
+    text: str,
+    label: str,
+    delimiter: str,
+    model_folder: Path,
+    settings: Settings,
+) -> None:
+    """A multi-label evaluation file's label sets must parse and name the model's labels."""
+    try:
+        known = json.loads((model_folder / "job.json").read_text())
+    except (OSError, ValueError):
+        return
+    names = [known["id2label"][k] for k in sorted(known.get("id2label", {}), key=int)]
+    try:
+        check_label_sets(
+            [text],
+            label,
+            delimiter,
+            Path(path),
+            fmt,  # type: ignore[arg-type]
+            settings.max_labels,
+            names,
+        )
+    except DataFileProblem as exc:
+        param = "label_column" if exc.param == "validation_file" else exc.param
+        raise invalid(str(exc).replace("the training file", "the model's labels"), param) from exc
 
 
 def _submit(
@@ -252,16 +305,17 @@ def create_evaluation(
     source = store.get_job(tenant, job_id) if is_valid_id(job_id, "job") else None
     if source is None or source.spec is None:
         raise not_found("job", job_id)
+    judged_by_labels = source.spec.task != "masked_lm"
     request = BatchPredictionCreate(
         job_id=job_id,
         input_file=body.file_id,
         text_column=body.text_column,
         text_pair_column=body.text_pair_column,
-        label_column=body.label_column or source.spec.label_column,
+        label_column=body.label_column or (source.spec.label_column if judged_by_labels else None),
         checkpoint=body.checkpoint,
     )
     try:
-        record = create_batch(request, tenant, store, settings)
+        record = create_batch(request, tenant, store, settings, evaluation=True)
     except ApiError as exc:
         if exc.param == "input_file":
             exc.param = "file_id"
@@ -349,8 +403,8 @@ def batch_report(
         raise ApiError(
             404,
             "report_not_ready",
-            f"batch '{batch_id}' is {record.status}: a report is written when a batch with a "
-            "label column succeeds",
+            f"batch '{batch_id}' is {record.status}: a report is written when an evaluation "
+            "(a batch with a label column) succeeds",
             None,
         )
     return EvaluationReport.model_validate_json(path.read_bytes())

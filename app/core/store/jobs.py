@@ -202,5 +202,5 @@ def public_batch(
         metrics={k: v for k, v in record.metrics.items() if k not in ("rows", "rows_failed")},
         error=record.error,
         output=urls(record.id, "output") if done else None,
-        report=urls(record.id, "report") if done and spec.label_column else None,
+        report=urls(record.id, "report") if done and (spec.label_column or spec.evaluate) else None,
     )

@@ -9,9 +9,11 @@ answered. A new task is one new module registered in `worker/pipeline/tasks/__in
 
 from __future__ import annotations
 
+import json
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,10 +21,21 @@ import tensorflow as tf
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
-from app.core.schemas import EvaluationReport, Hyperparameters, JobSpec
+from app.core.schemas import BatchSpec, EvaluationReport, Hyperparameters, JobSpec
 from worker.errors import InvalidInput
 from worker.pipeline.batching import Collator
 from worker.pipeline.data import LabelInfo
+
+
+@dataclass
+class BatchChunk:
+    """One chunk of a batch prediction's rows, answered: each row's answer (None when the row
+    could not be predicted) or its error, and, when the file is being evaluated, what the
+    report needs of these rows (JSON; one line of the batch's outputs file)."""
+
+    answers: list[dict[str, Any] | None]
+    errors: list[str | None]
+    record: Any = None
 
 
 class TaskType(ABC):
@@ -149,6 +162,32 @@ class TaskType(ABC):
     @abstractmethod
     def predict(self, served: Any, inputs: list[dict[str, str | None]]) -> list[dict[str, Any]]:
         """One answer per input, in order (`served` is a `worker.serving.LoadedModel`)."""
+
+    # -- batch predictions and evaluations (`worker/batch.py` owns the file and its resume) ----
+
+    @abstractmethod
+    def batch_chunk(
+        self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
+    ) -> BatchChunk:
+        """Answers for a chunk of a file's rows (in order); with `evaluate`, the chunk's part
+        of the report too. Raises InvalidInput for what makes the whole file unusable."""
+
+    def batch_csv_header(self, served: Any) -> list[str]:
+        """The columns a CSV output adds after the input's (the last one is `error`)."""
+        return ["prediction", "tokens", "truncated", "error"]
+
+    def batch_csv_values(self, served: Any, answer: dict[str, Any] | None) -> list[Any]:
+        """One output row's added CSV values, in `batch_csv_header`'s order (without the
+        error): structured answers as JSON text."""
+        if answer is None:
+            return ["", "", ""]
+        rest = {k: v for k, v in answer.items() if k not in ("tokens", "truncated")}
+        return [json.dumps(rest, ensure_ascii=False), answer["tokens"], answer["truncated"]]
+
+    @abstractmethod
+    def batch_report(self, served: Any, records: list[Any]) -> EvaluationReport:
+        """The evaluation report of a whole file from its chunks' records, with the task's
+        trivial baseline as the job's training data defines it (job.json)."""
 
 
 _EVALUATION_FUNCTIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()

@@ -11,6 +11,7 @@ classification job names this job as its `model` and gets its encoder with a fre
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -26,13 +27,15 @@ from transformers import (
     TFPreTrainedModel,
 )
 
-from app.core.schemas import EvaluationReport, Hyperparameters, JobSpec
+from app.core.catalog import UnknownModel, resolve_model
+from app.core.schemas import BatchSpec, EvaluationReport, Hyperparameters, JobSpec
+from app.core.settings import get_settings
 from worker.errors import InvalidInput
 from worker.pipeline.batching import BucketCollator, Collator
 from worker.pipeline.data import LABELS, LabelInfo
 from worker.pipeline.report import round6
-from worker.pipeline.tasks.base import TaskType, evaluation_function
-from worker.pipeline.tasks.sequence import tokenize_texts
+from worker.pipeline.tasks.base import BatchChunk, TaskType, evaluation_function
+from worker.pipeline.tasks.sequence import EMPTY_TEXT, tokenize_texts
 
 VALIDATION_EPOCH = 2**31 - 1  # the masking seed's epoch part for validation batches
 TOP_FILLS = 5
@@ -146,12 +149,7 @@ class MaskedLanguageModelling(TaskType):
         return outputs
 
     def metrics(self, outputs: Any, rows: Dataset, labels: LabelInfo) -> dict[str, float]:
-        loss = outputs.loss_sum / max(outputs.masked, 1)
-        return {
-            "loss": loss,
-            "perplexity": math.exp(min(loss, 50.0)),
-            "accuracy": outputs.correct / max(outputs.masked, 1),
-        }
+        return perplexity(outputs)
 
     def report(
         self,
@@ -212,3 +210,145 @@ class MaskedLanguageModelling(TaskType):
                 {"fills": fills, "tokens": lengths[i], "truncated": lengths[i] > served.max_length}
             )
         return answers
+
+    # -- batch predictions ----------------------------------------------------------------------
+
+    def batch_chunk(
+        self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
+    ) -> BatchChunk:
+        """Fills for the rows that hold a mask token; with `evaluate`, the masked-token loss
+        over every row, masked as the job masked its validation rows (same seed and
+        probability, masks fixed by each batch's tokens), so reruns give the same score."""
+        column = spec.text_column
+        tokenizer = served.tokenizer
+        usable = [
+            i
+            for i, row in enumerate(rows)
+            if isinstance(row.get(column), str) and row[column].strip()
+        ]
+        texts = [rows[i][column] for i in usable]
+        answers: list[dict[str, Any] | None] = [None] * len(rows)
+        if texts:
+            lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+            masked = [k for k, text in enumerate(texts) if tokenizer.mask_token in text]
+            found = self.predict(served, [{"text": texts[k]} for k in masked]) if masked else []
+            fills = dict(zip(masked, found, strict=True))
+            for k, i in enumerate(usable):
+                answers[i] = fills.get(k) or {
+                    "fills": [],
+                    "tokens": lengths[k],
+                    "truncated": lengths[k] > served.max_length,
+                }
+        record = None
+        if evaluate:
+            batches = self.masked_batches(served, texts)
+            totals = self.validation_outputs(served.model, batches)
+            record = {
+                "rows": len(texts),
+                "loss_sum": totals.loss_sum,
+                "masked": totals.masked,
+                "correct": totals.correct,
+            }
+            base = self.base_model(served)
+            if base is not None:
+                before = self.validation_outputs(base, batches)
+                record["before"] = {"loss_sum": before.loss_sum, "correct": before.correct}
+        return BatchChunk(answers, [None if a else EMPTY_TEXT for a in answers], record)
+
+    def batch_csv_header(self, served: Any) -> list[str]:
+        return ["fills", "tokens", "truncated", "error"]
+
+    def batch_csv_values(self, served: Any, answer: dict[str, Any] | None) -> list[Any]:
+        if answer is None:
+            return ["", "", ""]
+        fills = json.dumps(answer["fills"], ensure_ascii=False)
+        return [fills, answer["tokens"], answer["truncated"]]
+
+    def batch_report(self, served: Any, records: list[Any]) -> EvaluationReport:
+        """Perplexity on the file, beside the pretrained model's on the same masks (when the
+        job started from a model this server holds locally)."""
+        masked = sum(r["masked"] for r in records)
+        totals = MaskedOutputs(
+            loss_sum=sum(r["loss_sum"] for r in records),
+            masked=masked,
+            correct=sum(r["correct"] for r in records),
+        )
+        metrics = {k: round6(v) for k, v in perplexity(totals).items()}
+        baseline: dict[str, float] = {}
+        if records and all("before" in r for r in records):
+            before = MaskedOutputs(
+                loss_sum=sum(r["before"]["loss_sum"] for r in records),
+                masked=masked,
+                correct=sum(r["before"]["correct"] for r in records),
+            )
+            baseline = {k: round6(v) for k, v in perplexity(before).items()}
+        warnings = []
+        if masked == 0:
+            warnings.append("no token of the file was masked: it holds no text to score")
+        elif baseline and metrics["perplexity"] >= baseline["perplexity"]:
+            warnings.append(
+                f"perplexity {metrics['perplexity']:.3f} on this file is no better than the "
+                f"pretrained model's ({baseline['perplexity']:.3f}): the adaptation does not "
+                "carry over to this text"
+            )
+        return EvaluationReport(
+            task="masked_lm",
+            rows=sum(r["rows"] for r in records),
+            metrics=metrics,
+            baseline=baseline,
+            warnings=warnings,
+        )
+
+    def base_model(self, served: Any) -> TFPreTrainedModel | None:
+        """The pretrained model the job started from, when this server holds it locally
+        (loaded once per served model); None for hub models and chains of jobs."""
+        if "base_model" not in served.extras:
+            source = served.job.get("model_source", {})
+            base = None
+            if source.get("source") == "local":
+                try:
+                    ref = resolve_model(source["name"], get_settings().models_dir, False)
+                    base = TFAutoModelForMaskedLM.from_pretrained(ref.location)
+                except (UnknownModel, OSError, ValueError):
+                    base = None
+            served.extras["base_model"] = base
+        found: TFPreTrainedModel | None = served.extras["base_model"]
+        return found
+
+    def masked_batches(
+        self, served: Any, texts: list[str], batch_size: int = 32
+    ) -> list[tuple[dict[str, tf.Tensor], tf.Tensor]]:
+        """(inputs, targets) batches of similar length, masked as the job masked its
+        validation rows (its seed and probability, the validation epoch)."""
+        hp = served.job.get("hyperparameters", {})
+        tokenizer = served.tokenizer
+        encoded = tokenizer(texts, truncation=True, max_length=served.max_length)
+        features = [{key: encoded[key][i] for key in encoded} for i in range(len(texts))]
+        features.sort(key=lambda f: len(f["input_ids"]))
+        buckets = np.arange(16, served.max_length + 16, 16)
+        collate = MaskingCollator(
+            tokenizer,
+            buckets,
+            int(hp.get("seed", 42)),
+            VALIDATION_EPOCH,
+            float(hp.get("mlm_probability", 0.15)),
+        )
+        accepted = set(served.model.input_signature)
+        batches = []
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start : start + batch_size])
+            targets = tf.constant(batch.pop(LABELS))
+            inputs = {k: tf.constant(v) for k, v in batch.items() if k in accepted}
+            batches.append((inputs, targets))
+        return batches
+
+
+def perplexity(outputs: MaskedOutputs) -> dict[str, float]:
+    """Mean cross-entropy over the masked tokens, its exponential, and how often the top
+    token was the masked one."""
+    loss = outputs.loss_sum / max(outputs.masked, 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "accuracy": outputs.correct / max(outputs.masked, 1),
+    }

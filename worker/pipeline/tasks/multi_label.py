@@ -25,13 +25,19 @@ from transformers import (
 )
 
 from app.core.labels import LabelProblem, class_names, label_set
-from app.core.schemas import ClassScores, EvaluationReport, Hyperparameters, JobSpec
+from app.core.schemas import (
+    BatchSpec,
+    ClassScores,
+    EvaluationReport,
+    Hyperparameters,
+    JobSpec,
+)
 from worker.errors import InvalidInput
 from worker.pipeline.batching import BucketCollator, Collator
 from worker.pipeline.data import LABELS, LabelInfo
 from worker.pipeline.report import round6
-from worker.pipeline.tasks.base import TaskType
-from worker.pipeline.tasks.sequence import predict_texts, tokenize_texts
+from worker.pipeline.tasks.base import BatchChunk, TaskType
+from worker.pipeline.tasks.sequence import EMPTY_TEXT, predict_texts, text_outputs, tokenize_texts
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 DEFAULT_THRESHOLD = 0.5
@@ -174,56 +180,14 @@ class MultiLabelClassification(TaskType):
         train: Dataset,
         before: dict[str, float] | None = None,
     ) -> EvaluationReport:
-        logits = np.asarray(outputs, dtype=np.float64)
-        targets = np.asarray(rows[LABELS], dtype=np.int64)
-        table = [
-            {"threshold": t, **{k: round6(v) for k, v in scores(logits, targets, t).items()}}
-            for t in THRESHOLDS
-        ]
-        # The best macro F1; among equals, the threshold nearest 0.5.
-        best = max(table, key=lambda r: (r["f1_macro"], -abs(r["threshold"] - 0.5)))
-        threshold = float(best["threshold"])
-        metrics = {k: round6(v) for k, v in scores(logits, targets, threshold).items()}
-        chosen = expit(logits) >= threshold
-        precision, recall, f1, support = precision_recall_fscore_support(
-            targets, chosen, average=None, zero_division=0
-        )
-        per_label = [
-            ClassScores(
-                label=name,
-                precision=round6(precision[i]),
-                recall=round6(recall[i]),
-                f1=round6(f1[i]),
-                support=int(support[i]),
-            )
-            for i, name in enumerate(labels.names)
-        ]
-        baseline = most_frequent_set_scores(np.asarray(train[LABELS], dtype=np.int64), targets)
-        warnings = []
-        predicted_labels = int(chosen.any(axis=0).sum())
-        if not chosen.any():
-            warnings.append(
-                f"the model predicts no label for any of the {len(targets)} validation rows "
-                "at any threshold worth using: it has learned nothing yet; try more epochs or "
-                "a higher learning_rate"
-            )
-        elif metrics["f1_macro"] <= baseline["f1_macro"] + F1_MARGIN:
-            warnings.append(
-                f"the model does no better than always answering the training set's most "
-                f"frequent label set: macro F1 {metrics['f1_macro']:.3f} against "
-                f"{baseline['f1_macro']:.3f}; try more epochs or a higher learning_rate"
-            )
-        return EvaluationReport(
-            task="multi_label_classification",
-            rows=len(targets),
-            metrics=metrics,
-            baseline=baseline,
-            labels=labels.names,
-            per_class=per_label,
-            predicted_classes=predicted_labels,
-            threshold=threshold,
-            thresholds=table,
-            warnings=warnings,
+        train_hot = np.asarray(train[LABELS], dtype=np.int64)
+        common = Counter(tuple(row.tolist()) for row in train_hot).most_common(1)[0][0]
+        return label_set_report(
+            np.asarray(outputs, dtype=np.float64),
+            np.asarray(rows[LABELS], dtype=np.int64),
+            labels.names,
+            np.asarray(common, dtype=np.int64),
+            threshold=None,
         )
 
     def finish(self, model: TFPreTrainedModel, report: EvaluationReport) -> dict[str, Any]:
@@ -250,6 +214,129 @@ class MultiLabelClassification(TaskType):
             "truncated": length > served.max_length,
         }
 
+    # -- batch predictions ----------------------------------------------------------------------
+
+    def batch_chunk(
+        self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
+    ) -> BatchChunk:
+        outputs, usable = text_outputs(served, rows, spec)
+        answers: list[dict[str, Any] | None] = [None] * len(rows)
+        for i, (output, length) in outputs.items():
+            answers[i] = self.answer(served, output, length)
+        record = None
+        if evaluate:
+            assert spec.label_column is not None
+            delimiter = served.job.get("spec", {}).get("label_delimiter", ",")
+            truth = []
+            for i in usable:
+                value = rows[i][spec.label_column]
+                try:
+                    found = label_set("" if value is None else value, delimiter)
+                except LabelProblem as exc:
+                    raise InvalidInput(f"column '{spec.label_column}': {exc}") from exc
+                truth.append([str(v) for v in found])
+            record = {"outputs": [outputs[i][0].tolist() for i in usable], "truth": truth}
+        return BatchChunk(answers, [None if a else EMPTY_TEXT for a in answers], record)
+
+    def batch_csv_header(self, served: Any) -> list[str]:
+        scores = [f"score_{name}" for name in served.names]
+        return ["predicted_labels", *scores, "tokens", "truncated", "error"]
+
+    def batch_csv_values(self, served: Any, answer: dict[str, Any] | None) -> list[Any]:
+        if answer is None:
+            return [""] * (len(served.names) + 3)
+        delimiter = served.job.get("spec", {}).get("label_delimiter", ",")
+        scores = [round(answer["scores"][name], 6) for name in served.names]
+        return [
+            delimiter.join(answer["labels"]),
+            *scores,
+            answer["tokens"],
+            answer["truncated"],
+        ]
+
+    def batch_report(self, served: Any, records: list[Any]) -> EvaluationReport:
+        """At the model's own threshold (choosing one on the file being judged would flatter
+        the model); the table of thresholds shows what others would give."""
+        names = list(served.names)
+        index = {name: i for i, name in enumerate(names)}
+        outputs = np.asarray([o for r in records for o in r["outputs"]], dtype=np.float64).reshape(
+            -1, len(names)
+        )
+        targets = np.zeros(outputs.shape, dtype=np.int64)
+        for row, found in enumerate(t for r in records for t in r["truth"]):
+            unknown = [v for v in found if v not in index]
+            if unknown:
+                raise InvalidInput(
+                    f"label {unknown[0]!r} is not among the model's ({', '.join(names[:20])})"
+                )
+            targets[row, [index[v] for v in found]] = 1
+        common = np.zeros(len(names), dtype=np.int64)
+        for name in served.job.get("training_labels", {}).get("most_frequent_set", []):
+            common[index[name]] = 1
+        threshold = float(
+            getattr(served.model.config, "decision_threshold", None) or DEFAULT_THRESHOLD
+        )
+        return label_set_report(outputs, targets, names, common, threshold=threshold)
+
+
+def label_set_report(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    names: list[str],
+    common: np.ndarray,
+    threshold: float | None,
+) -> EvaluationReport:
+    """Scores at `threshold` (None: the one with the best macro F1 here, the nearest 0.5
+    among equals), the table over every threshold, per-label scores, and the baseline of
+    always answering `common` (the training set's most frequent label set, multi-hot)."""
+    table = [
+        {"threshold": t, **{k: round6(v) for k, v in scores(logits, targets, t).items()}}
+        for t in THRESHOLDS
+    ]
+    if threshold is None:
+        best = max(table, key=lambda r: (r["f1_macro"], -abs(r["threshold"] - 0.5)))
+        threshold = float(best["threshold"])
+    metrics = {k: round6(v) for k, v in scores(logits, targets, threshold).items()}
+    chosen = expit(logits) >= threshold
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, chosen, average=None, zero_division=0, labels=list(range(len(names)))
+    )
+    per_label = [
+        ClassScores(
+            label=name,
+            precision=round6(precision[i]),
+            recall=round6(recall[i]),
+            f1=round6(f1[i]),
+            support=int(support[i]),
+        )
+        for i, name in enumerate(names)
+    ]
+    baseline = most_frequent_set_scores(common, targets)
+    warnings = []
+    if not chosen.any():
+        warnings.append(
+            f"the model predicts no label for any of the {len(targets)} rows at threshold "
+            f"{threshold}: it has learned nothing yet; try more epochs or a higher learning_rate"
+        )
+    elif metrics["f1_macro"] <= baseline["f1_macro"] + F1_MARGIN:
+        warnings.append(
+            f"the model does no better than always answering the training set's most "
+            f"frequent label set: macro F1 {metrics['f1_macro']:.3f} against "
+            f"{baseline['f1_macro']:.3f}; try more epochs or a higher learning_rate"
+        )
+    return EvaluationReport(
+        task="multi_label_classification",
+        rows=len(targets),
+        metrics=metrics,
+        baseline=baseline,
+        labels=names,
+        per_class=per_label,
+        predicted_classes=int(chosen.any(axis=0).sum()),
+        threshold=threshold,
+        thresholds=table,
+        warnings=warnings,
+    )
+
 
 def _is_text(feature: Any) -> bool:
     """A text column of delimited labels (CSV), where an empty cell means no label."""
@@ -274,9 +361,9 @@ def scores(logits: np.ndarray, targets: np.ndarray, threshold: float) -> dict[st
     }
 
 
-def most_frequent_set_scores(train: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Scores of always answering the training set's most frequent label set."""
-    common = Counter(tuple(row.tolist()) for row in train).most_common(1)[0][0]
+def most_frequent_set_scores(common: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Scores of always answering `common` (multi-hot; the training set's most frequent
+    label set)."""
     constant = np.tile(np.asarray(common, dtype=bool), (len(targets), 1))
     truth = targets.astype(bool)
     return {

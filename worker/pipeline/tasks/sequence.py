@@ -21,14 +21,16 @@ from transformers import (
 )
 
 from app.core.labels import LabelProblem, check_regression_targets, class_names, task_for_dtype
-from app.core.schemas import EvaluationReport, Hyperparameters, JobSpec
+from app.core.schemas import BatchSpec, EvaluationReport, Hyperparameters, JobSpec
 from worker.errors import InvalidInput
 from worker.pipeline.batching import BucketCollator, Collator
 from worker.pipeline.data import LABELS, LENGTH, LabelInfo
 from worker.pipeline.metrics import classification_metrics, regression_metrics
 from worker.pipeline.quality import majority_class
 from worker.pipeline.report import classification_report, regression_report
-from worker.pipeline.tasks.base import TaskType
+from worker.pipeline.tasks.base import BatchChunk, TaskType
+
+EMPTY_TEXT = "empty text: no prediction"
 
 
 class SequenceClassification(TaskType):
@@ -160,6 +162,97 @@ class SequenceClassification(TaskType):
             "scores": {name: float(p) for name, p in zip(served.names, probabilities, strict=True)},
             **common,
         }
+
+    # -- batch predictions ----------------------------------------------------------------------
+
+    def batch_chunk(
+        self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
+    ) -> BatchChunk:
+        outputs, usable = text_outputs(served, rows, spec)
+        answers: list[dict[str, Any] | None] = [None] * len(rows)
+        for i, (output, length) in outputs.items():
+            answers[i] = self.answer(served, output, length)
+        record = None
+        if evaluate:
+            assert spec.label_column is not None
+            record = {
+                "outputs": [outputs[i][0].tolist() for i in usable],
+                "truth": [rows[i][spec.label_column] for i in usable],
+            }
+        return BatchChunk(answers, [None if a else EMPTY_TEXT for a in answers], record)
+
+    def batch_csv_header(self, served: Any) -> list[str]:
+        if served.task == "regression":
+            return ["predicted_value", "tokens", "truncated", "error"]
+        scores = [f"score_{name}" for name in served.names]
+        return ["predicted_label", "score", *scores, "tokens", "truncated", "error"]
+
+    def batch_csv_values(self, served: Any, answer: dict[str, Any] | None) -> list[Any]:
+        if answer is None:
+            return [""] * (len(self.batch_csv_header(served)) - 1)
+        if served.task == "regression":
+            return [answer["value"], answer["tokens"], answer["truncated"]]
+        scores = [round(answer["scores"][name], 6) for name in served.names]
+        return [
+            answer["label"],
+            round(answer["score"], 6),
+            *scores,
+            answer["tokens"],
+            answer["truncated"],
+        ]
+
+    def batch_report(self, served: Any, records: list[Any]) -> EvaluationReport:
+        """Scored against the job's training labels: the majority class (or mean) of its
+        training data is the baseline."""
+        outputs = np.asarray([o for r in records for o in r["outputs"]], dtype=np.float64).reshape(
+            -1, len(served.names)
+        )
+        truth = [t for r in records for t in r["truth"]]
+        summary = served.job.get("training_labels", {})
+        if served.task == "regression":
+            try:
+                targets = np.asarray(truth, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(
+                    f"the label column holds values that are not numbers: {exc}"
+                ) from exc
+            mean = float(summary.get("mean", targets.mean() if len(targets) else 0.0))
+            return regression_report(outputs[:, 0], targets, mean)
+        index = {name: i for i, name in enumerate(served.names)}
+        unknown = sorted({str(v) for v in truth} - set(index))
+        if unknown:
+            raise InvalidInput(
+                f"labels {', '.join(unknown[:10])} are not among the model's "
+                f"({', '.join(served.names[:20])})"
+            )
+        targets = np.asarray([index[str(v)] for v in truth], dtype=np.int64)
+        counts = summary.get("counts") or {}
+        majority = (
+            index[max(counts, key=lambda k: counts[k])]
+            if counts
+            else int(np.bincount(targets, minlength=len(served.names)).argmax())
+        )
+        return classification_report(outputs, targets, served.names, majority)
+
+
+def text_outputs(
+    served: Any, rows: list[dict[str, Any]], spec: BatchSpec
+) -> tuple[dict[int, tuple[np.ndarray, int]], list[int]]:
+    """The whole-text outputs (and token lengths) of the rows that have a text (and a pair,
+    when the job takes pairs): {row index: (outputs, tokens)}, and those indices in order."""
+    usable = [
+        i
+        for i, row in enumerate(rows)
+        if isinstance(row.get(spec.text_column), str)
+        and row[spec.text_column].strip()
+        and (spec.text_pair_column is None or isinstance(row.get(spec.text_pair_column), str))
+    ]
+    if not usable:
+        return {}, usable
+    texts = [rows[i][spec.text_column] for i in usable]
+    pairs = [rows[i][spec.text_pair_column] for i in usable] if spec.text_pair_column else None
+    found, lengths = served.outputs(texts, pairs)
+    return {i: (found[k], lengths[k]) for k, i in enumerate(usable)}, usable
 
 
 def tokenize_texts(

@@ -12,6 +12,7 @@ and F1 are seqeval's (the CoNLL evaluation script's definition).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +37,19 @@ from transformers import (
 )
 
 from app.core.labels import LabelProblem, class_names
-from app.core.schemas import ClassScores, EvaluationReport, Hyperparameters, JobSpec
+from app.core.schemas import (
+    BatchSpec,
+    ClassScores,
+    EvaluationReport,
+    Hyperparameters,
+    JobSpec,
+)
 from app.core.tags import TagProblem, check_iob2, entity_type, entity_types
 from worker.errors import InvalidInput
 from worker.pipeline.batching import Collator, bucket_length
 from worker.pipeline.data import LABELS, LENGTH, LabelInfo
 from worker.pipeline.report import round6
-from worker.pipeline.tasks.base import TaskType, evaluation_function
+from worker.pipeline.tasks.base import BatchChunk, TaskType, evaluation_function
 
 IGNORED = -100  # positions the loss skips: special tokens, padding, a word's later pieces
 WORD_TAGS = "word_tags"  # every word's tag id (the truth evaluation is scored against)
@@ -313,52 +320,9 @@ class TokenClassification(TaskType):
         train: Dataset,
         before: dict[str, float] | None = None,
     ) -> EvaluationReport:
-        metrics = {k: round6(v) for k, v in self.metrics(outputs, rows, labels).items()}
         truth, predicted = self.word_level(outputs, rows, labels)
-        table = classification_report(truth, predicted, output_dict=True, zero_division=0)
-        kinds = entity_types(labels.names)
-        per_entity = [
-            ClassScores(
-                label=kind,
-                precision=round6(table.get(kind, {}).get("precision", 0.0)),
-                recall=round6(table.get(kind, {}).get("recall", 0.0)),
-                f1=round6(table.get(kind, {}).get("f1-score", 0.0)),
-                support=int(table.get(kind, {}).get("support", 0)),
-            )
-            for kind in kinds
-        ]
-        all_o = [["O"] * len(tags) for tags in truth]
-        baseline = {
-            "precision": 0.0,
-            "recall": 0.0,
-            "f1": 0.0,
-            "accuracy": round6(accuracy_score(truth, all_o)),
-        }
-        found = sum(len(get_entities(tags)) for tags in predicted)
-        warnings = []
-        if found == 0:
-            warnings.append(
-                f"the model tags every word of the {len(truth)} validation rows O: it has "
-                "learned nothing beyond the tag balance; try more epochs or a higher "
-                "learning_rate"
-            )
-        elif metrics["f1"] <= 0.05:
-            warnings.append(
-                f"entity F1 {metrics['f1']:.3f}: the model finds almost no entity correctly; "
-                "try more epochs or a higher learning_rate"
-            )
-        return EvaluationReport(
-            task="token_classification",
-            rows=len(truth),
-            metrics=metrics,
-            baseline=baseline,
-            labels=kinds,
-            per_class=per_entity,
-            predicted_classes=len(
-                {kind for tags in predicted for kind, _, _ in get_entities(tags)}
-            ),
-            warnings=warnings,
-        )
+        loss = outputs.loss_sum / max(outputs.loss_count, 1)
+        return tag_report(truth, predicted, labels.names, loss)
 
     def predict(self, served: Any, inputs: list[dict[str, str | None]]) -> list[dict[str, Any]]:
         """Entities with character offsets in each input text: words as the tokenizer splits
@@ -412,6 +376,204 @@ class TokenClassification(TaskType):
                 }
             )
         return answers
+
+    # -- batch predictions ----------------------------------------------------------------------
+
+    def batch_chunk(
+        self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
+    ) -> BatchChunk:
+        """Rows holding a list of words get a tag per word and entities as word spans (the
+        form the model was trained on, and the one evaluation needs); rows holding a text get
+        entities with character offsets, as online predictions do."""
+        column = spec.text_column
+        answers: list[dict[str, Any] | None] = [None] * len(rows)
+        errors: list[str | None] = [None] * len(rows)
+        listed, texts = [], []
+        for i, row in enumerate(rows):
+            value = row.get(column)
+            if isinstance(value, list) and all(isinstance(w, str) for w in value):
+                listed.append(i)
+            elif isinstance(value, str) and value.strip() and not evaluate:
+                texts.append(i)
+            elif evaluate and isinstance(value, str):
+                errors[i] = "evaluation needs a list of words per row (their tags are per word)"
+            else:
+                errors[i] = f"column '{column}' holds no text and no list of words"
+        if texts:
+            online = self.predict(served, [{"text": rows[i][column]} for i in texts])
+            for i, answer in zip(texts, online, strict=True):
+                answers[i] = answer
+        found = word_predictions(served, [rows[i][column] for i in listed])
+        for i, (tags, scores, length) in zip(listed, found, strict=True):
+            words = rows[i][column]
+            answers[i] = {
+                "tags": tags,
+                "entities": [
+                    {
+                        "entity": kind,
+                        "text": " ".join(words[first : last + 1]),
+                        "start_word": first,
+                        "end_word": last + 1,
+                        "score": float(np.mean(scores[first : last + 1])),
+                    }
+                    for kind, first, last in get_entities(tags)
+                ],
+                "tokens": length,
+                "truncated": length > served.max_length,
+            }
+        record = None
+        if evaluate:
+            assert spec.label_column is not None
+            names = served.job.get("spec", {}).get("label_names")
+            truth, predicted = [], []
+            for i in listed:
+                try:
+                    tags = _tag_names(rows[i].get(spec.label_column), names)
+                except TagProblem as exc:
+                    answers[i], errors[i] = None, str(exc)
+                    continue
+                tagged = answers[i]
+                assert tagged is not None
+                if len(tags) != len(tagged["tags"]):
+                    answers[i] = None
+                    errors[i] = (
+                        f"{len(tagged['tags'])} words but {len(tags)} tags; every word needs "
+                        "exactly one tag"
+                    )
+                    continue
+                truth.append(tags)
+                predicted.append(tagged["tags"])
+            record = {"truth": truth, "predicted": predicted}
+        return BatchChunk(answers, errors, record)
+
+    def batch_csv_header(self, served: Any) -> list[str]:
+        return ["entities", "tokens", "truncated", "error"]
+
+    def batch_csv_values(self, served: Any, answer: dict[str, Any] | None) -> list[Any]:
+        if answer is None:
+            return ["", "", ""]
+        entities = json.dumps(answer["entities"], ensure_ascii=False)
+        return [entities, answer["tokens"], answer["truncated"]]
+
+    def batch_report(self, served: Any, records: list[Any]) -> EvaluationReport:
+        truth = [t for r in records for t in r["truth"]]
+        predicted = [p for r in records for p in r["predicted"]]
+        return tag_report(truth, predicted, list(served.names), None)
+
+
+def _tag_names(tags: Any, names: list[str] | None) -> list[str]:
+    """A row's tags as strings (integer ids through the job's `label_names`)."""
+    if not isinstance(tags, list):
+        raise TagProblem("the label column must hold a list of tags")
+    out = []
+    for tag in tags:
+        if isinstance(tag, str):
+            out.append(tag)
+        elif isinstance(tag, int) and not isinstance(tag, bool) and names and 0 <= tag < len(names):
+            out.append(names[tag])
+        else:
+            raise TagProblem(
+                f"tag {tag!r} is neither a tag string nor an id of the job's label_names"
+            )
+    return out
+
+
+def word_predictions(
+    served: Any, word_lists: list[list[str]], batch_size: int = 64
+) -> list[tuple[list[str], list[float], int]]:
+    """Each row's tag per word (from its first token, as in training; `O` for a word without
+    one), that tag's probability, and the row's length in tokens before truncation. Rows run
+    shortest first, in batches padded to their own longest row."""
+    if not word_lists:
+        return []
+    tokenizer = served.tokenizer
+    lengths = [
+        len(ids)
+        for ids in tokenizer(word_lists, is_split_into_words=True, truncation=False)["input_ids"]
+    ]
+    order = np.argsort(lengths, kind="stable")
+    results: list[tuple[list[str], list[float], int]] = [([], [], 0)] * len(word_lists)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        encoded = tokenizer(
+            [word_lists[i] for i in chosen],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=served.max_length,
+            padding=True,
+            pad_to_multiple_of=16,
+            return_tensors="np",
+        )
+        probabilities = softmax(served.forward(dict(encoded)), axis=-1)
+        for k, i in enumerate(chosen):
+            first = [-1] * len(word_lists[i])
+            for position, word in enumerate(encoded.word_ids(k)):
+                if word is not None and first[word] < 0:
+                    first[word] = position
+            best = [int(probabilities[k, p].argmax()) if p >= 0 else -1 for p in first]
+            tags = [served.names[b] if b >= 0 else "O" for b in best]
+            scores = [
+                float(probabilities[k, p, b]) if p >= 0 else 0.0
+                for p, b in zip(first, best, strict=True)
+            ]
+            results[i] = (tags, scores, lengths[i])
+    return results
+
+
+def tag_report(
+    truth: list[list[str]], predicted: list[list[str]], names: list[str], loss: float | None
+) -> EvaluationReport:
+    """Entity-level precision, recall and F1 overall and per type (seqeval), word accuracy,
+    and the baseline of tagging every word O."""
+    metrics = {
+        "precision": round6(precision_score(truth, predicted, zero_division=0)),
+        "recall": round6(recall_score(truth, predicted, zero_division=0)),
+        "f1": round6(f1_score(truth, predicted, zero_division=0)),
+        "accuracy": round6(accuracy_score(truth, predicted)) if truth else 0.0,
+    }
+    if loss is not None:
+        metrics = {"loss": round6(loss), **metrics}
+    table = classification_report(truth, predicted, output_dict=True, zero_division=0)
+    kinds = entity_types(names)
+    per_entity = [
+        ClassScores(
+            label=kind,
+            precision=round6(table.get(kind, {}).get("precision", 0.0)),
+            recall=round6(table.get(kind, {}).get("recall", 0.0)),
+            f1=round6(table.get(kind, {}).get("f1-score", 0.0)),
+            support=int(table.get(kind, {}).get("support", 0)),
+        )
+        for kind in kinds
+    ]
+    all_o = [["O"] * len(tags) for tags in truth]
+    baseline = {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "accuracy": round6(accuracy_score(truth, all_o)) if truth else 0.0,
+    }
+    found = sum(len(get_entities(tags)) for tags in predicted)
+    warnings = []
+    if found == 0:
+        warnings.append(
+            f"the model tags every word of the {len(truth)} rows O: it has learned nothing "
+            "beyond the tag balance; try more epochs or a higher learning_rate"
+        )
+    elif metrics["f1"] <= 0.05:
+        warnings.append(
+            f"entity F1 {metrics['f1']:.3f}: the model finds almost no entity correctly; "
+            "try more epochs or a higher learning_rate"
+        )
+    return EvaluationReport(
+        task="token_classification",
+        rows=len(truth),
+        metrics=metrics,
+        baseline=baseline,
+        labels=kinds,
+        per_class=per_entity,
+        predicted_classes=len({kind for tags in predicted for kind, _, _ in get_entities(tags)}),
+        warnings=warnings,
+    )
 
 
 __all__ = ["TokenClassification", "align_tags", "entity_type"]
