@@ -261,9 +261,12 @@ class Client:
         text_pair_column: str | None = None,
         model: str | None = None,
         max_length: int | None = None,
+        task: str | None = None,
+        label_delimiter: str | None = None,
     ) -> DataReport:
         """The data report of an upload: labels, empty texts, duplicates, conflicts, case
-        variants and (with `model`) token lengths; `problems` would refuse a job."""
+        variants and (with `model`) token lengths; `problems` would refuse a job. `task`:
+        read the label column as that task's jobs do (label sets, tag lists, none)."""
         return self._get(
             f"/v1/files/{file_id}/report",
             DataReport,
@@ -272,6 +275,8 @@ class Client:
             text_pair_column=text_pair_column,
             model=model,
             max_length=max_length,
+            task=task,
+            label_delimiter=label_delimiter,
         )
 
     def delete_file(self, file_id: str) -> FileObject:

@@ -110,6 +110,13 @@ def register(cli: typer.Typer) -> None:
         text_pair_column: str | None = None,
         model: Annotated[str | None, typer.Option(help="count tokens with its tokenizer")] = None,
         max_length: int | None = None,
+        task: Annotated[
+            str | None,
+            typer.Option(help="read the labels as this task's jobs do (see submit --task)"),
+        ] = None,
+        label_delimiter: Annotated[
+            str | None, typer.Option(help="multi-label CSV: what separates a row's labels")
+        ] = None,
         url: UrlOption = None,
         api_key: KeyOption = None,
         as_json: JsonOption = False,
@@ -123,6 +130,8 @@ def register(cli: typer.Typer) -> None:
                 text_pair_column=text_pair_column,
                 model=model,
                 max_length=max_length,
+                task=task,
+                label_delimiter=label_delimiter,
             )
         if not show(data, as_json):
             print_data_report(data, out)

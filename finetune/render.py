@@ -62,13 +62,22 @@ def print_data_report(report: DataReport, out: Console) -> None:
     out.print(
         f"{report.filename}: {report.rows} rows{checked}, text '{report.text_column}'"
         + (f" + '{report.text_pair_column}'" if report.text_pair_column else "")
-        + f", label '{report.label_column}' ({report.task})"
+        + (f", label '{report.label_column}'" if report.label_column else "")
+        + f" ({report.task})"
     )
     if report.label_counts:
-        labels = Table("label", "rows", "share")
-        for label, count in report.label_counts.items():
-            labels.add_row(label, str(count), f"{count / max(report.rows_checked, 1):.1%}")
-        out.print(labels)
+        if report.task == "token_classification":
+            entities = Table("entity", "entities")
+            for kind, count in report.label_counts.items():
+                entities.add_row(kind, str(count))
+            out.print(entities)
+        else:
+            labels = Table("label", "rows", "share")
+            for label, count in report.label_counts.items():
+                labels.add_row(label, str(count), f"{count / max(report.rows_checked, 1):.1%}")
+            out.print(labels)
+    if report.rows_without_labels:
+        out.print(f"{report.rows_without_labels} rows have no label")
     lengths = report.token_lengths
     if lengths is not None:
         out.print(

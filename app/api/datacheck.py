@@ -24,9 +24,10 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from app.api.datafiles import DataFileProblem, Format, iter_batches
+from app.api.labelview import KEY_JOIN, LabelView, label_set_view, tag_view
 from app.core.labels import task_for_dtype
 from app.core.layout import write_atomically
-from app.core.schemas import DataReport, LabelVariant, RowGroup, TokenLengths
+from app.core.schemas import DataReport, LabelVariant, ReportTask, RowGroup, TokenLengths
 from app.core.store import FileRecord
 
 GROUPS_SHOWN = 10  # duplicate/conflict groups listed in a report
@@ -39,12 +40,14 @@ SEPARATOR = "\x1f"  # between a text and its pair in a row's key
 
 @dataclass
 class Columns:
-    """The columns a report reads, at most `max_rows` of them."""
+    """The columns a report reads, at most `max_rows` of them. Token classification: `words`
+    holds each row's words (None: not a list) and `texts` the words joined by spaces."""
 
     texts: list[str]
     pairs: list[str] | None
     labels: list[object]
     label_dtype: str
+    words: list[list[str] | None] | None = None
 
     def keys(self) -> list[str]:
         if self.pairs is None:
@@ -57,26 +60,38 @@ def read_columns(
     fmt: Format,
     text_column: str,
     pair_column: str | None,
-    label_column: str,
+    label_column: str | None,
     max_rows: int,
+    task: str = "sequence_classification",
 ) -> Columns:
     wanted = list(dict.fromkeys([c for c in (text_column, pair_column, label_column) if c]))
     texts: list[str] = []
     pairs: list[str] | None = [] if pair_column else None
+    words: list[list[str] | None] | None = [] if task == "token_classification" else None
     labels: list[object] = []
     dtype = ""
     for batch in iter_batches(path, fmt, wanted):
         take = min(batch.num_rows, max_rows - len(texts))
         batch = batch.slice(0, take)
-        dtype = dtype or str(batch.column(label_column).type)
-        texts += [t if isinstance(t, str) else "" for t in batch.column(text_column).to_pylist()]
+        values = batch.column(text_column).to_pylist()
+        if words is not None:
+            listed = [
+                v if isinstance(v, list) and all(isinstance(w, str) for w in v) else None
+                for v in values
+            ]
+            words += listed
+            texts += [" ".join(v) if v is not None else "" for v in listed]
+        else:
+            texts += [t if isinstance(t, str) else "" for t in values]
         if pairs is not None and pair_column:
             column = batch.column(pair_column).to_pylist()
             pairs += [t if isinstance(t, str) else "" for t in column]
-        labels += batch.column(label_column).to_pylist()
+        if label_column is not None:
+            dtype = dtype or str(batch.column(label_column).type)
+            labels += batch.column(label_column).to_pylist()
         if len(texts) >= max_rows:
             break
-    return Columns(texts, pairs, labels, dtype)
+    return Columns(texts, pairs, labels, dtype, words)
 
 
 @lru_cache(maxsize=8)
@@ -98,7 +113,9 @@ def load_tokenizer(model_folder: Path) -> Tokenizer | None:
 def token_lengths(
     columns: Columns, tokenizer: Tokenizer, model: str, max_length: int
 ) -> TokenLengths:
-    if columns.pairs is None:
+    if columns.words is not None:
+        encoded = tokenizer.encode_batch([w or [] for w in columns.words], is_pretokenized=True)
+    elif columns.pairs is None:
         encoded = tokenizer.encode_batch(columns.texts)
     else:
         encoded = tokenizer.encode_batch(list(zip(columns.texts, columns.pairs, strict=True)))
@@ -139,15 +156,32 @@ def build_report(
     rows: int,
     text_column: str,
     pair_column: str | None,
-    label_column: str,
+    label_column: str | None,
     lengths: TokenLengths | None,
     validation: bool = False,
+    job_task: str = "sequence_classification",
+    label_delimiter: str = ",",
 ) -> DataReport:
-    task = task_for_dtype(columns.label_dtype)
+    task: ReportTask
+    view: LabelView | None = None
+    if job_task == "sequence_classification":
+        task = task_for_dtype(columns.label_dtype)
+        labels = [str(v) for v in columns.labels]
+    elif job_task == "multi_label_classification":
+        task = "multi_label_classification"
+        delimited = columns.label_dtype in ("string", "large_string")
+        view = label_set_view(columns.labels, str(label_column), label_delimiter, delimited)
+        labels = view.keys
+    elif job_task == "token_classification":
+        task = "token_classification"
+        view = tag_view(columns.words or [], columns.labels, str(label_column))
+        labels = view.keys
+    else:
+        task = "masked_lm"
+        labels = [""] * len(columns.texts)
     keys = columns.keys()
-    labels = [str(v) for v in columns.labels]
-    problems: list[str] = []
-    warnings: list[str] = []
+    problems: list[str] = list(view.problems) if view else []
+    warnings: list[str] = list(view.warnings) if view else []
 
     empty = [i for i, t in enumerate(columns.texts) if not t.strip()]
     if columns.texts and len(empty) == len(columns.texts):
@@ -167,18 +201,21 @@ def build_report(
     duplicates: list[RowGroup] = []
     conflicts: list[RowGroup] = []
     duplicate_rows = conflicting = 0
+    labelled = task not in ("regression", "masked_lm")
     for key, indices in where.items():
-        seen = Counter(labels[i] for i in indices) if task == "classification" else Counter()
-        if task == "classification" and len(seen) > 1:
+        seen = Counter(labels[i] for i in indices) if labelled else Counter()
+        if labelled and len(seen) > 1:
             conflicting += 1
             if len(conflicts) < GROUPS_SHOWN:
-                conflicts.append(RowGroup(text=_shown(key), rows=_rows(indices), labels=list(seen)))
+                conflicts.append(
+                    RowGroup(text=_shown(key), rows=_rows(indices), labels=_spelled(seen))
+                )
         repeats = len(indices) - max(len(seen), 1)
         if repeats > 0:
             duplicate_rows += repeats
             if len(duplicates) < GROUPS_SHOWN:
                 duplicates.append(
-                    RowGroup(text=_shown(key), rows=_rows(indices), labels=list(seen))
+                    RowGroup(text=_shown(key), rows=_rows(indices), labels=_spelled(seen))
                 )
     if duplicate_rows:
         warnings.append(
@@ -189,31 +226,44 @@ def build_report(
         conflict = conflicts[0]
         warnings.append(
             f"{conflicting} texts appear with different labels (e.g. rows "
-            f"{', '.join(map(str, conflict.rows))}: {', '.join(conflict.labels)}); no model can "
+            f"{', '.join(map(str, conflict.rows))}: {' / '.join(conflict.labels)}); no model can "
             "get them all right: check the labelling"
         )
 
     label_counts: dict[str, int] = {}
     imbalance = None
     variants: list[list[LabelVariant]] = []
-    if task == "classification":
-        counts = Counter(labels)
+    if task == "classification" or view is not None:
+        counts = Counter(labels) if view is None else view.counts
         label_counts = dict(counts.most_common())
+        what = "entity types" if task == "token_classification" else "labels"
         if len(counts) >= 2:
             imbalance = round(max(counts.values()) / min(counts.values()), 4)
             if imbalance > IMBALANCE_WARNING:
                 rare = min(counts, key=lambda k: counts[k])
                 warnings.append(
-                    f"the labels are imbalanced: '{max(counts, key=lambda k: counts[k])}' has "
-                    f"{imbalance:.0f}x the rows of '{rare}'; a model may learn to ignore the "
-                    "rare labels (watch per-class recall in the job's report)"
+                    f"the {what} are imbalanced: '{max(counts, key=lambda k: counts[k])}' has "
+                    f"{imbalance:.0f}x the {'entities' if view and what != 'labels' else 'rows'} "
+                    f"of '{rare}'; a model may learn to ignore the rare {what} (watch "
+                    "per-class recall in the job's report)"
                 )
-        elif len(counts) == 1 and not validation:
+        elif len(counts) == 1 and not validation and task == "classification":
             problems.append(
                 f"'{label_column}' holds a single class ('{labels[0]}'): classification needs "
                 "at least two"
             )
-        variants = _case_variants(columns.labels, labels)
+        if task == "classification":
+            variants = _case_variants(
+                [
+                    (i, label)
+                    for i, (raw, label) in enumerate(zip(columns.labels, labels, strict=True))
+                    if isinstance(raw, str)
+                ]
+            )
+        elif task == "multi_label_classification":
+            variants = _case_variants(
+                [(i, name) for i, key in enumerate(labels) for name in key.split(KEY_JOIN) if name]
+            )
         for group in variants:
             spelled = ", ".join(f"'{v.label}' (rows {', '.join(map(str, v.rows))})" for v in group)
             problems.append(
@@ -238,6 +288,7 @@ def build_report(
         label_column=label_column,
         task=task,
         label_counts=label_counts,
+        rows_without_labels=view.rows_without_labels if view else None,
         imbalance_ratio=imbalance,
         empty_texts=len(empty),
         empty_text_rows=_rows(empty),
@@ -252,12 +303,17 @@ def build_report(
     )
 
 
-def _case_variants(raw: list[object], labels: list[str]) -> list[list[LabelVariant]]:
-    """Text labels grouped by their case-folded, stripped spelling; groups of several."""
+def _spelled(seen: Counter[str]) -> list[str]:
+    """A group's label keys as the user wrote them (a label set joined by commas)."""
+    return [key.replace(KEY_JOIN, ", ") or "(none)" for key in seen]
+
+
+def _case_variants(occurrences: list[tuple[int, str]]) -> list[list[LabelVariant]]:
+    """Text labels (row index, label) grouped by their case-folded, stripped spelling; groups
+    of several spellings."""
     spellings: dict[str, dict[str, list[int]]] = defaultdict(dict)
-    for index, (value, label) in enumerate(zip(raw, labels, strict=True)):
-        if isinstance(value, str):
-            spellings[label.strip().casefold()].setdefault(label, []).append(index)
+    for index, label in occurrences:
+        spellings[label.strip().casefold()].setdefault(label, []).append(index)
     return [
         [
             LabelVariant(label=label, count=len(indices), rows=_rows(indices))
@@ -291,11 +347,13 @@ def cache_key(*parts: object) -> str:
 class ReportRequest:
     text_column: str
     pair_column: str | None
-    label_column: str
+    label_column: str | None  # None: masked LM
     model_name: str | None = None
     model_folder: Path | None = None  # a local model's folder: token lengths need it
     max_length: int = 128
     validation: bool = False  # a validation file may hold a single class
+    task: str = "sequence_classification"  # the job's task: how the label column is read
+    label_delimiter: str = ","
 
 
 def file_report(
@@ -322,7 +380,13 @@ def file_report(
         except ValueError:
             pass  # written by another version: compute it again
     columns = read_columns(
-        path, fmt, request.text_column, request.pair_column, request.label_column, max_rows
+        path,
+        fmt,
+        request.text_column,
+        request.pair_column,
+        request.label_column,
+        max_rows,
+        request.task,
     )
     lengths = None
     if tokenizer is not None:
@@ -337,6 +401,8 @@ def file_report(
         label_column=request.label_column,
         lengths=lengths,
         validation=request.validation,
+        job_task=request.task,
+        label_delimiter=request.label_delimiter,
     )
     with contextlib.suppress(OSError):  # a cache: the report stands without it
         write_atomically(cached, report.model_dump_json())

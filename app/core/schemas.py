@@ -482,9 +482,19 @@ class DataReport(BaseModel):
     rows_checked: int = Field(description="less than `rows` when the file is over the limit")
     text_column: str
     text_pair_column: str | None = None
-    label_column: str
-    task: Literal["classification", "regression"]
-    label_counts: dict[str, int] = Field(default_factory=dict)
+    label_column: str | None = Field(default=None, description="masked LM: none")
+    task: ReportTask = Field(
+        description="how the label column was read: the `task` asked for, with sequence "
+        "classification reported as classification or regression (numbers)"
+    )
+    label_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="rows per class (classification), rows per label (multi-label), entities "
+        "per type (token classification)",
+    )
+    rows_without_labels: int | None = Field(
+        default=None, description="multi-label: rows whose label set is empty"
+    )
     imbalance_ratio: float | None = Field(
         default=None, description="rows of the most frequent label per row of the rarest"
     )

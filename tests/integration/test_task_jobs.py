@@ -102,3 +102,26 @@ def test_submit_checks_of_multi_label_and_masked_lm(alice: Client, tmp_path: Pat
     )
     assert job.task == "masked_lm"
     alice.cancel(job.id)
+
+
+def test_data_report_reads_the_label_column_as_the_task_does(alice: Client, tmp_path: Path) -> None:
+    rows = entity_rows(40, seed=24)
+    rows[7]["ner_tags"] = rows[7]["ner_tags"][:-1]
+    uploaded = alice.upload(write_jsonl(tmp_path / "ner.jsonl", rows))
+    report = alice.file_report(uploaded.id, task="token_classification", model="tiny-entities")
+    assert (report.task, report.text_column, report.label_column) == (
+        "token_classification",
+        "tokens",
+        "ner_tags",
+    )
+    assert set(report.label_counts) <= {"PER", "LOC", "ORG"} and sum(report.label_counts.values())
+    assert any("rows 8: the number of tags differs" in p for p in report.problems)
+    assert report.token_lengths is not None
+
+    sets = alice.upload(
+        write_csv(tmp_path / "ml.csv", ["text", "labels"], [("a", "x;y"), ("b", "")])
+    )
+    report = alice.file_report(sets.id, task="multi_label_classification", label_delimiter=";")
+    assert report.label_counts == {"x": 1, "y": 1} and report.rows_without_labels == 1
+    with pytest.raises(Invalid):
+        alice.file_report(sets.id, task="translation")

@@ -18,7 +18,7 @@ from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.api.limits import UploadTooLarge
 from app.core.catalog import UnknownModel, resolve_model
 from app.core.layout import is_valid_id
-from app.core.schemas import DataReport, FileList, FileObject
+from app.core.schemas import DataReport, FileList, FileObject, TaskName
 from app.core.store import FileRecord, new_id, now
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -140,19 +140,33 @@ def build_router() -> APIRouter:
             str | None, Query(max_length=200, description="token lengths in this model's tokens")
         ] = None,
         max_length: Annotated[int, Query(ge=8, le=512)] = 128,
+        task: Annotated[
+            TaskName, Query(description="read the label column as this task's jobs read it")
+        ] = "sequence_classification",
+        label_delimiter: Annotated[str, Query(min_length=1, max_length=8)] = ",",
     ) -> DataReport:
         """The data report: labels, empty texts, duplicates, conflicting labels, labels that
         differ only by case, and with `model` token lengths and truncation. Columns default
-        to the usual names (text/sentence, label)."""
+        to the usual names (text/sentence, label; tokens, ner_tags). With `task`, the label
+        column is read as that task's jobs read it: label sets (multi-label, with
+        `label_delimiter` in CSV), word and tag lists with their IOB2 checks and entity
+        counts (token classification), or no labels at all (masked LM)."""
         record = store.get_file(tenant, file_id) if is_valid_id(file_id, "file") else None
         if record is None:
             raise not_found("file", file_id)
         names = record.public.columns
+        tagged = task == "token_classification"
+        text_names = TOKEN_TEXT_NAMES if tagged else TEXT_NAMES
+        label_names = TAG_NAMES if tagged else LABEL_NAMES
         request = ReportRequest(
-            text_column=text_column or guess_column(names, TEXT_NAMES) or names[0],
+            text_column=text_column or guess_column(names, text_names) or names[0],
             pair_column=text_pair_column,
-            label_column=label_column or guess_column(names, LABEL_NAMES) or names[-1],
+            label_column=None
+            if task == "masked_lm"
+            else label_column or guess_column(names, label_names) or names[-1],
             max_length=max_length,
+            task=task,
+            label_delimiter=label_delimiter,
         )
         for param, column in (
             ("text_column", request.text_column),
@@ -204,6 +218,8 @@ def build_router() -> APIRouter:
 
 TEXT_NAMES = ("text", "sentence", "review", "content")
 LABEL_NAMES = ("label", "labels", "sentiment", "class", "category")
+TOKEN_TEXT_NAMES = ("tokens", "words")
+TAG_NAMES = ("ner_tags", "tags", "labels", "label")
 
 
 def guess_column(columns: list[str], names: tuple[str, ...]) -> str | None:

@@ -147,15 +147,13 @@ async function setupForm() {
 // would be refused) in red, warnings in amber.
 async function showDataReport(fileId) {
   const box = document.getElementById("data-report");
-  if (document.getElementById("task").value !== "sequence_classification") {
-    box.textContent = "this task's data is checked when the job is submitted";
-    return;
-  }
+  const task = document.getElementById("task").value;
   const params = new URLSearchParams({
     text_column: document.getElementById("text-column").value,
-    label_column: document.getElementById("label-column").value,
     model: document.getElementById("model").value,
+    task,
   });
+  if (task !== "masked_lm") params.set("label_column", document.getElementById("label-column").value);
   const pair = document.getElementById("pair-column").value;
   if (pair) params.set("text_pair_column", pair);
   let report;
