@@ -48,6 +48,10 @@ from app.core.schemas import (
     ModelInfo,
     Prediction,
     PredictionList,
+    Sweep,
+    SweepCreate,
+    SweepList,
+    SweepStatus,
 )
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -443,6 +447,55 @@ class Client:
         )
         return BatchPrediction.model_validate_json(response.content)
 
+    # -- sweeps -----------------------------------------------------------------------------
+    def create_sweep(
+        self, sweep: SweepCreate | Mapping[str, Any] | None = None, **fields: Any
+    ) -> Sweep:
+        """Start a sweep: a job (`job`, as `submit` takes it) and the hyperparameters to
+        `search`; every trial is an ordinary job. A `SweepCreate`, a dict, or keywords."""
+        if sweep is None:
+            payload: Any = fields
+        elif isinstance(sweep, SweepCreate):
+            payload = sweep.model_dump(mode="json", exclude_unset=True)
+        else:
+            payload = {**sweep, **fields}
+        response = self.request("POST", "/v1/sweeps", json=payload)
+        return Sweep.model_validate_json(response.content)
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        return self._get(f"/v1/sweeps/{sweep_id}", Sweep)
+
+    def sweeps(self, *, limit: int = 20, after: str | None = None) -> SweepList:
+        return self._get("/v1/sweeps", SweepList, limit=limit, after=after)
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """No new trials; unfinished trials are cancelled."""
+        response = self.request("POST", f"/v1/sweeps/{sweep_id}/cancel")
+        return Sweep.model_validate_json(response.content)
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        *,
+        timeout: float | None = None,
+        interval: float = 2.0,
+        on_update: Callable[[Sweep], None] | None = None,
+    ) -> Sweep:
+        """Poll until the sweep ends; `on_update` sees every poll. TimeoutError after
+        `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ended = {SweepStatus.succeeded, SweepStatus.failed, SweepStatus.cancelled}
+        while True:
+            found = self.sweep(sweep_id)
+            if on_update is not None:
+                on_update(found)
+            if found.status in ended:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} is {found.status} after {timeout:.0f} s")
+            time.sleep(interval)
+
+    # -- batch predictions ------------------------------------------------------------------
     def batch(self, batch_id: str) -> BatchPrediction:
         return self._get(f"/v1/batch_predictions/{batch_id}", BatchPrediction)
 

@@ -79,5 +79,9 @@ class ConsoleReporter:
     def stop_requested(self) -> StopSignal:
         return "interrupt" if self.stop.is_set() else None
 
+    def should_prune(self, record: Evaluation) -> bool:
+        """`finetune train` runs one job, never a sweep's trial."""
+        return False
+
     def assert_owner(self) -> None:
         """`finetune train` owns its output folder alone."""

@@ -20,6 +20,7 @@ from app.core.lifecycle import ring
 from app.core.schemas import JobStatus
 from app.core.settings import Settings
 from app.core.store import Store
+from app.core.sweeps import advance
 from worker.retention import apply_retention
 
 log = logging.getLogger("finetune.reaper")
@@ -27,13 +28,19 @@ UNDISPATCHED_GRACE_SECONDS = 10.0
 
 
 def reap_once(store: Store, celery: Celery, settings: Settings) -> int:
-    """One pass; returns how many jobs it dispatched again."""
+    """One pass; returns how many jobs it dispatched again. Running sweeps are moved on too
+    (a trial that ended while no worker could start the next one)."""
     dispatched = 0
     for job_id in store.active_job_ids():
         try:
             dispatched += reap_job(store, celery, settings, job_id)
         except Exception:  # one unreadable record must not stop the reaper for every job
             log.exception("reaper: could not look after a job", extra={"job_id": job_id})
+    for sweep_id in store.active_sweep_ids():
+        try:
+            advance(store, celery, settings, sweep_id)
+        except Exception:
+            log.exception("reaper: could not move a sweep on", extra={"job_id": sweep_id})
     return dispatched
 
 

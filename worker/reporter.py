@@ -27,6 +27,9 @@ class Reporter(Protocol):
 
     def stop_requested(self) -> StopSignal: ...
 
+    def should_prune(self, record: Evaluation) -> bool:
+        """For a sweep's trial: report the evaluation to the sweep; whether to stop."""
+
     def assert_owner(self) -> None:
         """Before every write that must not come from a worker that lost the job (checkpoints,
         best weights, the model folder): raises if this process no longer owns it."""
@@ -49,6 +52,9 @@ class LogReporter:
 
     def stop_requested(self) -> StopSignal:
         return None
+
+    def should_prune(self, record: Evaluation) -> bool:
+        return False
 
     def assert_owner(self) -> None:
         """Nothing else can own a job run in this process alone."""

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from app.core.layout import attempt_output_dir, checkpoint_dir, fsync_dir, fsync_file, job_dir
 from app.core.logs import current_job_id
-from app.core.schemas import ErrorInfo, Evaluation, JobStatus, Progress
+from app.core.schemas import ErrorInfo, Evaluation, JobStatus, Progress, TrialRef
 from app.core.settings import Settings
 from app.core.store import Store, TenantAtLimit, TransitionRefused
 from worker.errors import JobCancelled, JobError, JobInterrupted, StorageError
@@ -83,8 +83,17 @@ class RedisReporter:
     check fails safe (no stop) for the same reason.
     """
 
-    def __init__(self, store: Store, job_id: str, worker: str, lease: LeaseKeeper) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        worker: str,
+        lease: LeaseKeeper,
+        settings: Settings,
+        trial: TrialRef | None = None,
+    ) -> None:
         self.store, self.job_id, self.worker, self.lease = store, job_id, worker, lease
+        self.settings, self.trial = settings, trial
 
     def event(self, type: str, message: str, **data: Any) -> None:
         log.info(message, extra={"job_id": self.job_id, "event_type": type})
@@ -108,6 +117,15 @@ class RedisReporter:
 
     def assert_owner(self) -> None:
         self.lease.verify()
+
+    def should_prune(self, record: Evaluation) -> bool:
+        if self.trial is None or self.trial.metric not in record.metrics:
+            return False
+        from app.core.sweeps import should_prune
+
+        return should_prune(
+            self.settings, self.trial, record.epoch, record.metrics[self.trial.metric]
+        )
 
     def stop_requested(self) -> StopSignal:
         if self.lease.lost.is_set():
@@ -217,7 +235,8 @@ def _run_claimed(
 
     record = store.get_record(job_id)
     assert record is not None
-    reporter = RedisReporter(store, job_id, worker, lease)
+    trial = record.spec.trial if record.spec is not None else None
+    reporter = RedisReporter(store, job_id, worker, lease, settings, trial)
     reporter.event(
         "status",
         f"job running on {worker} (attempt {attempt})",

@@ -3,6 +3,7 @@ prediction's in worker/serving.py."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from app.core.lifecycle import ring
@@ -11,6 +12,7 @@ from app.core.settings import get_settings
 from app.core.store import Store, connect
 from worker.celery_app import celery
 
+log = logging.getLogger("finetune.worker")
 _store: dict[str, Store] = {}
 _server: dict[str, Any] = {}
 
@@ -28,7 +30,7 @@ def run_job(self: Any, job_id: str, attempt: int) -> str:
     settings = get_settings()
     store = get_store()
     worker_name = self.request.hostname or "worker"
-    return run_attempt(
+    outcome = run_attempt(
         store,
         settings,
         job_id,
@@ -38,6 +40,23 @@ def run_job(self: Any, job_id: str, attempt: int) -> str:
             store, celery, settings.queue_name, jid, att, countdown=countdown
         ),
     )
+    if outcome in ("succeeded", "failed", "cancelled"):
+        move_sweep_on(store, settings, job_id)
+    return outcome
+
+
+def move_sweep_on(store: Store, settings: Any, job_id: str) -> None:
+    """A trial ended: its sweep starts the next one now (else the reapers do, seconds later)."""
+    record = store.get_record(job_id)
+    trial = record.spec.trial if record is not None and record.spec is not None else None
+    if trial is None:
+        return
+    from app.core.sweeps import advance
+
+    try:
+        advance(store, celery, settings, trial.sweep_id)
+    except Exception:
+        log.exception("could not move the sweep on", extra={"job_id": trial.sweep_id})
 
 
 @celery.task(name=PREDICT_TASK, acks_late=False)

@@ -43,6 +43,9 @@ class TensorBoardReporter:
     def stop_requested(self) -> StopSignal:
         return self.inner.stop_requested()
 
+    def should_prune(self, record: Evaluation) -> bool:
+        return self.inner.should_prune(record)
+
     def assert_owner(self) -> None:
         self.inner.assert_owner()
 

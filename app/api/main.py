@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from app.api import metrics
 from app.api.errors import install_error_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.api.routes import batches, files, health, jobs, predictions
+from app.api.routes import batches, files, health, jobs, predictions, sweeps
 from app.core.logs import configure_logging
 from app.core.settings import Settings, exposure_problem, get_settings
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(predictions.router)
     app.include_router(batches.router)
+    app.include_router(sweeps.router)
     app.include_router(health.router)
     app.include_router(metrics.build_router())
     app.add_middleware(metrics.RequestTimer)

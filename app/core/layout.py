@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-ID_PATTERN = re.compile(r"^(file|job|batch)_[0-9a-f]{32}$")
+ID_PATTERN = re.compile(r"^(file|job|batch|sweep)_[0-9a-f]{32}$")
 CHECKPOINT_STATE_SUFFIX = ".state.json"
 # Beside a job's checkpoints: config, tokenizer and labels, to make a model of any checkpoint.
 CHECKPOINT_MODEL_DIR = "model"

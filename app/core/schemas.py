@@ -268,6 +268,17 @@ class JobCreate(StrictModel):
         return self
 
 
+class TrialRef(BaseModel):
+    """What a trial's worker needs of its sweep: where to report each evaluation (the Optuna
+    study is named after the sweep) and whether to stop when the pruner says so."""
+
+    sweep_id: str
+    number: int
+    optuna_trial_id: int
+    metric: str
+    prune: bool
+
+
 class JobSpec(JobCreate):
     """What a worker (or `finetune train SPEC.json`) runs: the same fields as JobCreate, with
     data sources as file paths instead of file ids. When `model` names a finished job, its
@@ -275,6 +286,7 @@ class JobSpec(JobCreate):
 
     base_model_path: str | None = None
     base_job_id: str | None = None
+    trial: TrialRef | None = None  # this job is a trial of a sweep
 
 
 class Progress(BaseModel):
@@ -697,3 +709,122 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+
+SearchableName = Literal[
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "warmup_ratio",
+    "weight_decay",
+    "lr_scheduler",
+    "max_length",
+    "class_weight",
+    "seed",
+]
+INTEGER_HYPERPARAMETERS = frozenset({"epochs", "batch_size", "max_length", "seed"})
+
+
+class SearchDimension(StrictModel):
+    """One hyperparameter's candidates: a list of `values` (grid, or a choice for random and
+    tpe search), or a range `low`..`high` (random and tpe; `log` for learning rates)."""
+
+    values: list[float | int | str] | None = Field(default=None, min_length=1, max_length=50)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDimension:
+        if (self.values is None) == (self.low is None or self.high is None):
+            raise ValueError("give either `values`, or both `low` and `high`")
+        if self.values is None and self.low is not None and self.high is not None:
+            if self.low >= self.high:
+                raise ValueError("`low` must be below `high`")
+            if self.log and self.low <= 0:
+                raise ValueError("a `log` range needs `low` above 0")
+        return self
+
+
+class SweepCreate(StrictModel):
+    """The body of POST /v1/sweeps: a job, and the hyperparameters to search. Every trial is
+    that job with the searched values in place, run as an ordinary job on the queue."""
+
+    job: JobCreate
+    search: dict[SearchableName, SearchDimension] = Field(min_length=1, max_length=9)
+    method: Literal["grid", "random", "tpe"] = Field(
+        default="tpe",
+        description="grid: every combination of the `values` (at most max_trials); random: "
+        "independent draws; tpe: Optuna's Tree-structured Parzen Estimator, which draws near "
+        "the best trials so far",
+    )
+    max_trials: int = Field(default=8, ge=1, le=100, description="the budget of trials")
+    max_concurrent: int = Field(
+        default=1, ge=1, le=32, description="trials queued or running at once, at most"
+    )
+    metric: MetricName | None = Field(
+        default=None,
+        description="the validation metric to optimise (loss, mse and perplexity are "
+        "minimised, the others maximised); default: matthews_correlation (classification), "
+        "pearson (regression), f1_macro (multi-label), f1 (token classification), perplexity "
+        "(masked LM)",
+    )
+    prune: bool = Field(
+        default=True,
+        description="stop a trial at an evaluation where it is below the median of earlier "
+        "trials at the same step (Optuna's MedianPruner); its model is kept",
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="the search's own seed")
+    metadata: Metadata = Field(default_factory=dict, max_length=16)
+
+
+class SweepStatus(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+
+class Trial(BaseModel):
+    number: int
+    job_id: str
+    status: JobStatus
+    params: dict[str, float | int | str]
+    value: float | None = Field(default=None, description="the sweep's metric at the end")
+    pruned: bool = False
+    error: ErrorInfo | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class Sweep(BaseModel):
+    id: str
+    object: Literal["sweep"] = "sweep"
+    status: SweepStatus
+    method: Literal["grid", "random", "tpe"]
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    max_trials: int
+    max_concurrent: int
+    search: dict[str, SearchDimension]
+    model: str
+    task: TaskName
+    trials: list[Trial] = Field(default_factory=list)
+    best_trial: Trial | None = Field(
+        default=None,
+        description="the finished trial with the best metric: an ordinary job, its model "
+        "downloadable and answering predictions",
+    )
+    metadata: dict[str, str] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class SweepList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Sweep]
+    has_more: bool = False

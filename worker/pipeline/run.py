@@ -187,6 +187,8 @@ def _run(
         )
     result = trainer.run()
     final = dict(result.final_metrics)
+    if result.pruned:
+        final["pruned"] = 1.0
     report = task.report(
         trainer.validation_outputs(), trainer.eval_rows, data.labels, train, before
     )

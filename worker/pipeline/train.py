@@ -47,6 +47,7 @@ class TrainResult:
     state: TrainState
     final_metrics: dict[str, float]
     stopped_early: bool
+    pruned: bool  # a sweep's trial stopped by the sweep's pruner
     restored_best: bool
     resumed_from_step: int | None
     seconds: float
@@ -185,6 +186,7 @@ class Trainer:
         )
         self.state = TrainState()
         self.stopped_early = False
+        self.pruned = False
         self.fit_seconds = self.fit_cpu_seconds = 0.0
         self.shapes: set[tuple[int, int]] = set()
 
@@ -211,6 +213,16 @@ class Trainer:
         )
         self.state.evaluations.append(record)
         self.reporter.evaluation(record)
+        if self.reporter.should_prune(record):
+            self.stopped_early = self.pruned = True
+            self.reporter.event(
+                "stage",
+                f"pruned at step {self.state.global_step}: this trial is below the median of "
+                "the sweep's earlier trials at the same point of training",
+                step=self.state.global_step,
+                pruned=True,
+            )
+            return True
         return self._update_early_stopping(metrics)
 
     def _update_early_stopping(self, metrics: dict[str, float]) -> bool:
@@ -303,6 +315,7 @@ class Trainer:
             state=self.state,
             final_metrics=final,
             stopped_early=self.stopped_early,
+            pruned=self.pruned,
             restored_best=restored_best,
             resumed_from_step=resumed_from,
             seconds=time.monotonic() - started,

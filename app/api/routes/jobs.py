@@ -85,6 +85,7 @@ class Checked:
     validation: FileRecord | None
     warnings: list[str]
     base: tuple[JobRecord, Path] | None  # the job whose model this one continues training
+    regression: bool | None = None  # sequence tasks: whether the labels are numbers
 
 
 def _base_job(
@@ -183,7 +184,8 @@ def validate_request(body: JobCreate, tenant: str, store: Store, settings: Setti
             )
     folder = Path(ref.location) if ref.source == "local" else None
     warnings = check_data(body, train, validation, folder, settings)
-    return Checked(train, validation, warnings, base)
+    regression = None if train is None else classes is None
+    return Checked(train, validation, warnings, base, regression)
 
 
 def _check_task(
@@ -290,7 +292,6 @@ def create_job(
         if existing is not None:
             return store.public_job(existing, artifact_url)
     checked = validate_request(body, tenant, store, settings)
-    train, validation = checked.train, checked.validation
     counts = store.count_active(tenant)
     if counts[JobStatus.queued] >= settings.max_queued_jobs_per_tenant:
         raise ApiError(
@@ -302,27 +303,7 @@ def create_job(
             headers={"Retry-After": "30"},
         )
     job_id = new_id("job")
-    data_dir = job_dir(settings.storage_dir, job_id) / "data"
-    spec = JobSpec.model_validate(
-        {
-            **body.model_dump(),
-            "training_file": _snapshot(train, body.training_file, data_dir),
-            "validation_file": _snapshot(validation, body.validation_file, data_dir)
-            if body.validation_file is not None
-            else None,
-            **(
-                {
-                    "base_model_path": str(
-                        _snapshot_folder(checked.base[1], job_dir(settings.storage_dir, job_id))
-                    ),
-                    "base_job_id": checked.base[0].id,
-                }
-                if checked.base is not None
-                else {}
-            ),
-        },
-        strict=False,
-    )
+    spec = build_spec(body, checked, job_dir(settings.storage_dir, job_id))
     record = JobRecord(
         id=job_id,
         tenant=tenant,
@@ -337,6 +318,29 @@ def create_job(
         # answer. Should it fail, the reaper sends it (a job stored but never dispatched).
         background.add_task(ring_doorbell, store, settings.queue_name, job_id, stored.attempt)
     return store.public_job(stored, artifact_url)
+
+
+def build_spec(body: JobCreate, checked: Checked, folder: Path) -> JobSpec:
+    """The spec a worker runs: the request with its own links (in `folder`) to its data and
+    to the model of the job it continues, so deleting an upload cannot break it."""
+    return JobSpec.model_validate(
+        {
+            **body.model_dump(),
+            "training_file": _snapshot(checked.train, body.training_file, folder / "data"),
+            "validation_file": _snapshot(checked.validation, body.validation_file, folder / "data")
+            if body.validation_file is not None
+            else None,
+            **(
+                {
+                    "base_model_path": str(_snapshot_folder(checked.base[1], folder)),
+                    "base_job_id": checked.base[0].id,
+                }
+                if checked.base is not None
+                else {}
+            ),
+        },
+        strict=False,
+    )
 
 
 def ring_doorbell(store: Store, queue: str, job_id: str, attempt: int) -> None:

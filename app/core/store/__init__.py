@@ -4,7 +4,7 @@ and the workers: one module per responsibility, one `Store` that has them all.
 - base: keys, records, connections      - files: uploads      - jobs: records and reads
 - events: progress, history, event log  - stats: operator statistics
 - transitions: the state machine        - coordination: outbox, receipts, workers
-- reader: the API's async status read
+- reader: the API's async status read      - sweeps: sweep records
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from app.core.store.coordination import Coordination
 from app.core.store.files import Files
 from app.core.store.jobs import public_job
 from app.core.store.reader import AsyncReader
+from app.core.store.sweeps import SweepRecord, Sweeps, TrialRecord
 from app.core.store.transitions import Transitions
 
 
-class Store(Transitions, Files, Coordination):
+class Store(Transitions, Files, Coordination, Sweeps):
     """Everything the API and the workers keep in Redis."""
 
 
@@ -44,8 +45,10 @@ __all__ = [
     "FileRecord",
     "JobRecord",
     "Store",
+    "SweepRecord",
     "TenantAtLimit",
     "TransitionRefused",
+    "TrialRecord",
     "connect",
     "new_id",
     "now",
