@@ -17,6 +17,7 @@ from rich.console import Console
 from app.core.settings import get_settings
 from finetune.commands import register as register_client_commands
 from finetune.processes import Supervisor, api_command, redis_answers, worker_command
+from finetune.sweep_commands import register as register_sweep_commands
 
 cli = typer.Typer(help="Fine-tune Hugging Face models with TensorFlow/Keras.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -191,6 +192,7 @@ def up() -> None:
 
 
 register_client_commands(cli)
+register_sweep_commands(cli)
 
 
 def main() -> None:

@@ -161,3 +161,45 @@ def test_list_and_charts_refresh_themselves(
     )
     alice.cancel(job.id)
     alice.wait(job.id, until=DONE, timeout=60, interval=0.2)
+
+
+def test_dashboard_compares_a_sweeps_trials(
+    page: Any, alice: Client, service: Service, data_dir: Path
+) -> None:
+    train = alice.upload(data_dir / "train.csv").id
+    validation = alice.upload(data_dir / "validation.csv").id
+    job = {
+        "model": "tiny",
+        "training_file": train,
+        "validation_file": validation,
+        "text_column": "sentence",
+        "hyperparameters": {"epochs": 2, "learning_rate": 0.005},
+    }
+    sweep = alice.create_sweep(
+        job=job, method="grid", search={"batch_size": {"values": [8, 32]}}, metric="accuracy"
+    )
+    done = alice.wait_sweep(sweep.id, timeout=300, interval=0.5)
+    assert done.status == "succeeded" and done.best_trial is not None
+
+    page.goto(f"{service.url}/#/")
+    page.wait_for_selector(f"#sweeps a[href='#/sweeps/{sweep.id}']")
+    page.goto(f"{service.url}/#/sweeps/{sweep.id}")
+    page.wait_for_function(
+        "() => document.getElementById('sweep-status').textContent === 'succeeded'"
+    )
+    # One line per trial, each with its two evaluations (one per epoch), in the API's values.
+    page.wait_for_function(
+        "() => { const sets = Chart.getChart('sweep-chart').data.datasets;"
+        " return sets.length === 2 && sets.every(d => d.data.length === 2); }"
+    )
+    lines = page.evaluate(
+        "() => Chart.getChart('sweep-chart').data.datasets.map(d => [d.label, d.data.at(-1).y])"
+    )
+    assert len(lines) == 2
+    for trial in done.trials:
+        label, last = next(line for line in lines if line[0].startswith(f"trial {trial.number}:"))
+        assert f"batch_size {trial.params['batch_size']}" in label
+        assert last == alice.job(trial.job_id).history[-1].metrics["accuracy"]
+    assert page.locator("#trials tbody tr").count() == 2
+    assert "★" in page.inner_text("#trials")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-sweep.png"), full_page=True)

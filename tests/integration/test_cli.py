@@ -318,3 +318,27 @@ def test_multi_label_job_from_the_command_line(
     assert said == "-" or all(
         part.split()[0] in {"film", "negative", "positive"} for part in said.split(", ")
     )
+
+
+def test_sweep_from_the_command_line(service: Service, data_dir: Path, tmp_path: Path) -> None:
+    body = {
+        "job": {
+            "model": "tiny",
+            "training_file": str(data_dir / "train.csv"),  # a local file: uploaded for you
+            "validation_file": str(data_dir / "validation.csv"),
+            "text_column": "sentence",
+            "hyperparameters": {"epochs": 1, "learning_rate": 0.005},
+        },
+        "method": "grid",
+        "search": {"batch_size": {"values": [8, 16]}},
+        "metric": "accuracy",
+    }
+    (tmp_path / "sweep.json").write_text(json.dumps(body))
+    result = run(service, "sweep", "start", str(tmp_path / "sweep.json"), "--wait")
+    assert "best: trial" in result.stdout and "accuracy" in result.stdout
+    sweep_id = result.stdout.split()[0]
+    listed = run(service, "sweep", "list", "--json")
+    assert json.loads(listed.stdout)["data"][0]["id"] == sweep_id
+    shown = json.loads(run(service, "sweep", "status", sweep_id, "--json").stdout)
+    assert [t["params"]["batch_size"] for t in shown["trials"]] in ([8, 16], [16, 8])
+    assert shown["status"] == "succeeded" and shown["best_trial"]["value"] is not None

@@ -73,8 +73,27 @@ async function showList() {
       document.getElementById("form-error").textContent = error.message;
     }
   };
-  await refresh();
-  timer = setInterval(refresh, 2000);
+  const refreshSweeps = async () => {
+    const page = await json("/v1/sweeps?limit=20");
+    const body = document.querySelector("#sweeps tbody");
+    body.replaceChildren();
+    for (const sweep of page.data) {
+      const row = body.insertRow();
+      const link = document.createElement("a");
+      link.href = "#/sweeps/" + sweep.id;
+      link.textContent = sweep.id.slice(0, 18) + "…";
+      row.insertCell().append(link);
+      cell(row, sweep.status, "status " + sweep.status);
+      cell(row, sweep.model);
+      cell(row, `${sweep.trials.length}/${sweep.max_trials}`);
+      cell(row, age(sweep.created_at));
+      const best = sweep.best_trial;
+      cell(row, best && best.value !== null ? `${sweep.metric} ${best.value.toFixed(4)}` : "");
+    }
+  };
+  const both = async () => { await refresh(); await refreshSweeps().catch(() => {}); };
+  await both();
+  timer = setInterval(both, 2000);
 }
 
 async function setupForm() {
@@ -403,6 +422,57 @@ async function showReport(jobId) {
   return true;
 }
 
+// -- one sweep: its trials side by side ------------------------------------------------------------
+
+async function showSweep(sweepId) {
+  app.replaceChildren(document.getElementById("sweep-view").content.cloneNode(true));
+  const chart = lineChart(document.getElementById("sweep-chart"), "trials compared");
+  document.getElementById("sweep-cancel").addEventListener("click", async () => {
+    await json(`/v1/sweeps/${sweepId}/cancel`, { method: "POST" }).catch(() => {});
+  });
+  const histories = {};  // job id -> evaluations, kept once the trial ended
+  const refresh = async () => {
+    const sweep = await json(`/v1/sweeps/${sweepId}`);
+    document.getElementById("sweep-title").textContent = `Sweep ${sweep.id}`;
+    const status = document.getElementById("sweep-status");
+    status.textContent = sweep.status;
+    status.className = "status " + sweep.status;
+    document.getElementById("sweep-metric").textContent = sweep.metric;
+    const best = sweep.best_trial;
+    document.getElementById("sweep-summary").textContent =
+      `${sweep.method} search over ${Object.keys(sweep.search).join(", ")} · ` +
+      `${sweep.trials.length}/${sweep.max_trials} trials, ${sweep.max_concurrent} at once · ` +
+      (best ? `best: trial ${best.number}, ${sweep.metric} ${best.value.toFixed(4)}` : "no trial finished yet");
+    document.getElementById("sweep-error").textContent = sweep.error ? sweep.error.message : "";
+    document.getElementById("sweep-cancel").disabled = !["running", "cancelling"].includes(sweep.status);
+    const names = Object.keys(sweep.search);
+    tableOf(document.getElementById("trials"), ["trial", ...names, sweep.metric, "status", "job"],
+      sweep.trials.map((t) => [
+        t.number + (best && t.number === best.number ? " ★" : ""),
+        ...names.map((n) => String(t.params[n])),
+        t.value === null ? "" : t.value,
+        t.pruned ? "pruned" : t.status + (t.error ? `: ${t.error.message.slice(0, 60)}` : ""),
+        t.job_id,
+      ]));
+    for (const t of sweep.trials) {
+      if (histories[t.job_id] && histories[t.job_id].done) continue;
+      const job = await json(`/v1/jobs/${t.job_id}`);
+      histories[t.job_id] = { done: ["succeeded", "failed", "cancelled"].includes(job.status), job, trial: t };
+    }
+    chart.data.datasets = sweep.trials.map((t) => ({
+      label: `trial ${t.number}: ` + names.map((n) => `${n} ${t.params[n]}`).join(", "),
+      data: (histories[t.job_id] ? histories[t.job_id].job.history : [])
+        .filter((e) => typeof e[sweep.metric] === "number")
+        .map((e) => ({ x: e.epoch, y: e[sweep.metric] })),
+      borderWidth: best && t.number === best.number ? 3 : 1,
+    }));
+    chart.options.scales.x.title.text = "epoch";
+    chart.update();
+  };
+  await refresh().catch((e) => { document.getElementById("sweep-error").textContent = e.message; });
+  timer = setInterval(() => refresh().catch(() => {}), 3000);
+}
+
 // -- routing ------------------------------------------------------------------------------------
 
 function route() {
@@ -410,7 +480,8 @@ function route() {
   charts.forEach((chart) => chart.destroy());
   charts = [];
   const match = location.hash.match(/^#\/jobs\/(job_[0-9a-f]{32})$/);
-  if (match) showJob(match[1]); else showList();
+  const sweep = location.hash.match(/^#\/sweeps\/(sweep_[0-9a-f]{32})$/);
+  if (match) showJob(match[1]); else if (sweep) showSweep(sweep[1]); else showList();
 }
 
 document.getElementById("api-key").value = key();
