@@ -26,13 +26,7 @@ from app.core.catalog import packaged_model_folder
 from app.core.schemas import TERMINAL_STATUSES
 from bench.data import add_data_dir_option, data_set
 from finetune import Client
-from tests.support.harness import (
-    RedisServer,
-    Service,
-    exit_cleanly_on_sigterm,
-    free_port,
-    service_env,
-)
+from tests.support.harness import exit_cleanly_on_sigterm, running_service
 
 SEARCH = {
     "learning_rate": {"low": 2e-5, "high": 3e-4, "log": True},
@@ -58,14 +52,7 @@ def main() -> None:
         (root / "models").mkdir()  # empty: the model is found as an installed package
         lines = (cola / "train.csv").read_text().splitlines(keepends=True)
         (root / "train.csv").write_text("".join(lines[: args.rows + 1]))
-        redis_server = RedisServer(free_port(), root / "redis").start()
-        service = Service(
-            service_env(redis_server.url, root / "storage", root / "models"),
-            free_port(),
-            root / "logs",
-        )
-        try:
-            service.start_api()
+        with running_service(root, root / "models") as (_, service):
             service.start_worker("bench")
             client = Client(service.url, "")
             train = client.upload(root / "train.csv", filename="cola-train.csv").id
@@ -106,9 +93,6 @@ def main() -> None:
                 ),
             )
             total = time.monotonic() - started
-        finally:
-            service.stop()
-            redis_server.stop()
 
     print()
     for trial in done.trials:

@@ -39,7 +39,7 @@ from app.core.sweeps import (
 
 log = logging.getLogger("finetune.api")
 router = APIRouter(
-    prefix="/v1/sweeps", tags=["sweeps"], responses=error_responses(401, 404, 409, 422)
+    prefix="/v1/sweeps", tags=["sweeps"], responses=error_responses(400, 401, 404, 409, 422)
 )
 DEFAULT_METRICS = {
     "classification": "matthews_correlation",

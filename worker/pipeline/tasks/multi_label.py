@@ -37,7 +37,7 @@ from worker.pipeline.batching import BucketCollator, Collator
 from worker.pipeline.data import LABELS, LabelInfo
 from worker.pipeline.report import round6
 from worker.pipeline.tasks.base import BatchChunk, TaskType
-from worker.pipeline.tasks.sequence import EMPTY_TEXT, predict_texts, text_outputs, tokenize_texts
+from worker.pipeline.tasks.sequence import EMPTY_TEXT, predict_texts, text_answers, tokenize_texts
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 DEFAULT_THRESHOLD = 0.5
@@ -219,10 +219,7 @@ class MultiLabelClassification(TaskType):
     def batch_chunk(
         self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
     ) -> BatchChunk:
-        outputs, usable = text_outputs(served, rows, spec)
-        answers: list[dict[str, Any] | None] = [None] * len(rows)
-        for i, (output, length) in outputs.items():
-            answers[i] = self.answer(served, output, length)
+        answers, outputs, usable = text_answers(self.answer, served, rows, spec)
         record = None
         if evaluate:
             assert spec.label_column is not None

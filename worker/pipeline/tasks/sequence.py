@@ -168,10 +168,7 @@ class SequenceClassification(TaskType):
     def batch_chunk(
         self, served: Any, rows: list[dict[str, Any]], spec: BatchSpec, evaluate: bool
     ) -> BatchChunk:
-        outputs, usable = text_outputs(served, rows, spec)
-        answers: list[dict[str, Any] | None] = [None] * len(rows)
-        for i, (output, length) in outputs.items():
-            answers[i] = self.answer(served, output, length)
+        answers, outputs, usable = text_answers(self.answer, served, rows, spec)
         record = None
         if evaluate:
             assert spec.label_column is not None
@@ -233,6 +230,21 @@ class SequenceClassification(TaskType):
             else int(np.bincount(targets, minlength=len(served.names)).argmax())
         )
         return classification_report(outputs, targets, served.names, majority)
+
+
+def text_answers(
+    answer: Callable[[Any, np.ndarray, int], dict[str, Any]],
+    served: Any,
+    rows: list[dict[str, Any]],
+    spec: BatchSpec,
+) -> tuple[list[dict[str, Any] | None], dict[int, tuple[np.ndarray, int]], list[int]]:
+    """Each row's answer from its whole-text outputs (None: no text), the outputs and the
+    indices of the rows that had a text."""
+    outputs, usable = text_outputs(served, rows, spec)
+    answers: list[dict[str, Any] | None] = [None] * len(rows)
+    for i, (output, length) in outputs.items():
+        answers[i] = answer(served, output, length)
+    return answers, outputs, usable
 
 
 def text_outputs(
