@@ -60,6 +60,13 @@ def link_files(paths: list[Path], destination: Path) -> None:
                 shutil.copyfile(path, target)
 
 
+def sweep_dir(storage_dir: Path, sweep_id: str) -> Path:
+    """A sweep's folder: its own links to the data (and base model) every trial reads."""
+    if not is_valid_id(sweep_id, "sweep"):
+        raise ValueError(f"not a sweep id: {sweep_id!r}")
+    return storage_dir / "sweeps" / sweep_id
+
+
 def checkpoint_dir(storage_dir: Path, job_id: str) -> Path:
     return job_dir(storage_dir, job_id) / "checkpoints"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
@@ -37,6 +38,7 @@ from optuna.storages.journal import JournalRedisBackend
 from optuna.trial import TrialState
 from redis.exceptions import LockError
 
+from app.core.layout import sweep_dir
 from app.core.lifecycle import ring
 from app.core.schemas import (
     INTEGER_HYPERPARAMETERS,
@@ -369,3 +371,12 @@ def public_sweep(store: Store, record: SweepRecord) -> Sweep:
         created_at=record.created_at,
         finished_at=record.finished_at,
     )
+
+
+def forget(store: Store, settings: Settings, sweep_id: str) -> None:
+    """A finished sweep's record, study and folder (retention)."""
+    record = store.get_sweep_record(sweep_id)
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=sweep_id, storage=study_storage(settings.redis_url))
+    shutil.rmtree(sweep_dir(settings.storage_dir, sweep_id), ignore_errors=True)
+    store.forget_sweep(sweep_id, record.tenant if record else "")

@@ -241,7 +241,7 @@ def test_retention_removes_checkpoints_first_then_whole_jobs(
     (job_dir(tmp_path, job.id) / "model.tar.gz").write_text("model")
     at = finished.finished_at.timestamp()
 
-    nothing = {"checkpoints": 0, "jobs": 0, "uploads": 0}
+    nothing = {"checkpoints": 0, "jobs": 0, "sweeps": 0, "uploads": 0}
     assert apply_retention(store, policy, now=at + 0.5 * DAY) == nothing
     assert apply_retention(store, policy, now=at + 1.5 * DAY) == nothing | {"checkpoints": 1}
     assert not checkpoint_dir(tmp_path, job.id).exists()
@@ -252,6 +252,50 @@ def test_retention_removes_checkpoints_first_then_whole_jobs(
     assert store.get_record(job.id) is None and not job_dir(tmp_path, job.id).exists()
     assert store.events(job.id, None, 10) == ([], False)
     assert job.id not in [r.id for r in store.list_jobs(job.tenant, limit=100)[0]]
+
+
+def test_retention_removes_finished_sweeps(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    import optuna
+
+    from app.core.layout import sweep_dir
+    from app.core.schemas import JobCreate, JobSpec, SearchDimension, SweepCreate, SweepStatus
+    from app.core.store import SweepRecord
+    from app.core.sweeps import create_study, study_storage
+    from worker.retention import DAY, apply_retention
+
+    policy = settings.model_copy(update={"storage_dir": tmp_path, "retain_jobs_days": 3})
+    job = JobCreate(model="tiny", training_file="file_" + "0" * 32)
+    records = []
+    for status in (SweepStatus.succeeded, SweepStatus.running):
+        record = SweepRecord(
+            id=new_id("sweep"),
+            tenant="alice",
+            status=status,
+            request=SweepCreate(job=job, search={"epochs": SearchDimension(values=[1, 2])}),
+            job_request=job,
+            base=JobSpec(model="tiny", training_file="/dev/null"),
+            metric="accuracy",
+            direction="maximize",
+            max_trials=2,
+            created_at=now(),
+            finished_at=now() if status == SweepStatus.succeeded else None,
+        )
+        create_study(record, policy)
+        sweep_dir(tmp_path, record.id).mkdir(parents=True)
+        store.put_sweep(record)
+        records.append(record)
+    finished, running = records
+    at = now().timestamp()
+    assert apply_retention(store, policy, now=at + 1 * DAY)["sweeps"] == 0
+    assert apply_retention(store, policy, now=at + 3.5 * DAY)["sweeps"] == 1
+    assert store.get_sweep_record(finished.id) is None
+    assert not sweep_dir(tmp_path, finished.id).exists()
+    names = [s.study_name for s in optuna.get_all_study_summaries(study_storage(policy.redis_url))]
+    assert finished.id not in names and running.id in names
+    assert store.get_sweep_record(running.id) is not None  # a running sweep stays
+    assert store.list_sweeps("alice", limit=10)[0][0].id == running.id
 
 
 def test_retention_of_uploads(store: Store, settings: Settings, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ ordinary job on the queue (`app/core/sweeps.py` moves them on)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 from app.api.deps import SettingsDep, StoreDep, TenantDep
 from app.api.errors import ApiError, error_responses, invalid, not_found
 from app.api.routes.jobs import build_spec, validate_request
-from app.core.layout import is_valid_id
+from app.core.layout import is_valid_id, sweep_dir
 from app.core.queue import get_celery
 from app.core.schemas import (
     CLASSIFICATION_METRICS,
@@ -48,11 +47,6 @@ DEFAULT_METRICS = {
     "token_classification": "f1",
     "masked_lm": "perplexity",
 }
-
-
-def sweeps_dir(settings: Settings, sweep_id: str) -> Path:
-    """The sweep's own links to its data, which every trial reads."""
-    return settings.storage_dir / "sweeps" / sweep_id
 
 
 def _check_search(body: SweepCreate) -> None:
@@ -122,7 +116,7 @@ def create_sweep(
         status=SweepStatus.running,
         request=body,
         job_request=body.job,
-        base=build_spec(body.job, checked, sweeps_dir(settings, sweep_id)),
+        base=build_spec(body.job, checked, sweep_dir(settings.storage_dir, sweep_id)),
         metric=metric,
         direction=direction_of(metric),
         max_trials=max_trials,

@@ -53,6 +53,7 @@ class SweepRecord(BaseModel):
 
 class Sweeps(StoreBase):
     ACTIVE_SWEEPS = f"{PREFIX}:sweeps:active"
+    FINISHED_SWEEPS = f"{PREFIX}:sweeps:finished"  # by finish time, for retention
 
     @staticmethod
     def _sweep(sweep_id: str) -> str:
@@ -77,6 +78,8 @@ class Sweeps(StoreBase):
                 pipe.sadd(self.ACTIVE_SWEEPS, record.id)
             else:
                 pipe.srem(self.ACTIVE_SWEEPS, record.id)
+                finished = (record.finished_at or record.created_at).timestamp()
+                pipe.zadd(self.FINISHED_SWEEPS, {record.id: finished})
             pipe.execute()
 
     def get_sweep_record(self, sweep_id: str) -> SweepRecord | None:
@@ -104,3 +107,17 @@ class Sweeps(StoreBase):
 
     def active_sweep_ids(self) -> list[str]:
         return sorted(self.r.smembers(self.ACTIVE_SWEEPS))
+
+    def sweeps_finished_before(self, cutoff: float, limit: int = 100) -> list[str]:
+        return list(
+            self.r.zrangebyscore(self.FINISHED_SWEEPS, "-inf", f"({cutoff}", start=0, num=limit)
+        )
+
+    def forget_sweep(self, sweep_id: str, tenant: str) -> None:
+        """The sweep's record (its trials are jobs: retention takes them as any job)."""
+        with self.r.pipeline() as pipe:
+            pipe.delete(self._sweep(sweep_id), self.sweep_lock_key(sweep_id))
+            pipe.zrem(self._tenant_sweeps(tenant), sweep_id)
+            pipe.zrem(self.FINISHED_SWEEPS, sweep_id)
+            pipe.srem(self.ACTIVE_SWEEPS, sweep_id)
+            pipe.execute()
