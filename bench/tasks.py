@@ -31,6 +31,7 @@ from typing import Any
 from bench.data import SHARED_DATA
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+EXTRA_HYPERPARAMETERS: dict[str, Any] = {}  # --hyperparameters, for every job of the run
 
 
 # -- the child side: one job, one JSON line ------------------------------------------------------
@@ -90,7 +91,7 @@ def head(source: Path, rows: int | None, target: Path) -> Path:
 
 
 def job(task: str, train: Path, validation: Path, epochs: int, **fields: Any) -> dict[str, Any]:
-    hyperparameters = fields.pop("hyperparameters", {})
+    hyperparameters = {**EXTRA_HYPERPARAMETERS, **fields.pop("hyperparameters", {})}
     return {
         "model": fields.pop("model", MODEL_NAME),
         "task": task,
@@ -167,6 +168,10 @@ def bench_goemotions(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 b["exact_match"],
             ],
         ],
+    )
+    print(
+        "macro F1 at 0.5 after each evaluation: "
+        + ", ".join(f"{e['metrics']['f1_macro']:.3f}" for e in result["evaluations"])
     )
     worst = sorted(report["per_class"], key=lambda c: c["f1"])[:5]
     print("weakest labels: " + ", ".join(f"{c['label']} {c['f1']:.2f}" for c in worst))
@@ -295,11 +300,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: all)")
     parser.add_argument("--validation-rows", type=int, default=None)
+    parser.add_argument(
+        "--hyperparameters",
+        type=json.loads,
+        default={},
+        help="JSON object of hyperparameters beside the defaults, e.g. '{\"learning_rate\": 1e-4}'",
+    )
     args = parser.parse_args()
     if not (args.data_dir / "conll2003").is_dir():
         raise SystemExit(
             f"--data-dir {args.data_dir}: no conll2003/ there (see ../shared/README.md)"
         )
+    EXTRA_HYPERPARAMETERS.update(args.hyperparameters)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.benches:
             BENCHES[name](args, Path(folder))

@@ -49,6 +49,9 @@ def _load_tensorflow(**_: Any) -> None:
 
     devices = start_tensorflow()
     cache.configure(settings.worker_cache_entries)
+    from worker.pipeline import warm
+
+    warm.configure(settings.worker_warm_models)
     log.info("pool process ready", extra={"data": {"gpus": devices}})
 
 

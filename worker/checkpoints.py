@@ -70,6 +70,13 @@ def dropout_generators(model: tf.keras.Model) -> list[tf.random.Generator]:
     return generators
 
 
+def seed_dropout(model: tf.keras.Model, seed: int) -> None:
+    """Start every dropout generator from the job's seed (and the layer's place), so a model
+    a warm worker reuses draws exactly the masks a newly built one would."""
+    for index, generator in enumerate(dropout_generators(model)):
+        generator.reset_from_seed(seed * 100_003 + index)
+
+
 class Checkpointer:
     """`guard` runs before every write and raises when this process no longer owns the job
     (a worker that lost its lease must not write into the folder its successor uses)."""

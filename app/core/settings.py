@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     worker_precision: Precision = "auto"
     # Tokenized datasets and pristine pretrained models a worker process keeps for later jobs.
     worker_cache_entries: int = Field(default=4, ge=0)
+    # Compiled models (weights, optimizer, traced train step) a worker process keeps, so a job
+    # on a model shape it trained before starts without tracing (0: every job starts cold).
+    worker_warm_models: int = Field(default=2, ge=0)
     # Retention of finished jobs, applied by the workers' reaper (0: keep forever). Checkpoints
     # are only needed to resume, so they go first; the record, events and model go with the job.
     retain_checkpoints_days: float = Field(default=7.0, ge=0)

@@ -235,6 +235,54 @@ def test_a_warm_worker_reuses_data_and_weights_and_trains_the_same(
     assert not any("cache" in m for m in messages)  # but a new head: the model is loaded anew
 
 
+def test_a_warm_start_skips_tracing_and_ends_with_a_cold_starts_weights(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A worker that trained this model shape reuses its compiled model (no new trace) for a
+    job with another seed, learning rate, schedule, warm-up and epochs, and ends exactly where
+    a worker that never saw the shape ends."""
+    from worker import cache
+    from worker.pipeline import warm
+
+    cache.configure(4)
+    warm.configure(2)
+    warm.compiled_models.items.clear()
+    first = spec_for(data_dir / "train.csv", data_dir / "validation.csv", seed=3, epochs=1)
+    second = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        seed=11,
+        epochs=2,
+        learning_rate=2e-3,
+        lr_scheduler="cosine",
+        warmup_ratio=0.3,
+        # dropout masks drawn from the seed differ between runs unless reset exactly
+    )
+    try:
+        train(first, tmp_path / "first", models_dir)
+        assert len(warm.compiled_models.items) == 1
+        reporter = Recorder()
+        warm_metrics = train(second, tmp_path / "warm", models_dir, reporter)
+        warm.configure(0)  # a worker that keeps nothing: the cold start
+        cold_metrics = train(second, tmp_path / "cold", models_dir)
+    finally:
+        warm.configure(2)
+    stages = [(m, data) for kind, m, data in reporter.events if kind == "stage"]
+    assert any(data.get("warm_start") for _, data in stages), stages
+    assert warm_metrics["train_step_traces"] == 0
+    assert cold_metrics["train_step_traces"] == 1
+    warm_weights = final_weights(tmp_path / "warm" / "model")
+    cold_weights = final_weights(tmp_path / "cold" / "model")
+    assert warm_weights.keys() == cold_weights.keys()
+    for name in cold_weights:
+        np.testing.assert_array_equal(warm_weights[name], cold_weights[name], err_msg=name)
+    assert warm_metrics["evaluations"] == cold_metrics["evaluations"]
+    # The first job's names (labels, threshold) do not leak into the second's model.
+    warm_config = json.loads((tmp_path / "warm" / "model" / "config.json").read_text())
+    cold_config = json.loads((tmp_path / "cold" / "model" / "config.json").read_text())
+    assert warm_config == cold_config
+
+
 def test_cancel_stops_within_a_few_steps_and_checkpoints(
     models_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:

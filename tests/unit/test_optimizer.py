@@ -105,3 +105,34 @@ def test_class_weights_balanced_and_given() -> None:
     assert balanced == {0: pytest.approx(4 / (2 * 3)), 1: pytest.approx(4 / (2 * 1))}
     assert class_weights({"yes": 5.0}, ["no", "yes"], labels) == {0: 1.0, 1: 5.0}
     assert class_weights(None, ["no", "yes"], labels) is None
+
+
+def test_reset_optimizer_returns_to_a_new_optimizers_state() -> None:
+    """Step 0 and zero moments, and under mixed_float16 the loss scale back at its start: the
+    state a warm start's first update needs to equal a cold start's."""
+    import tensorflow as tf
+    import tf_keras
+
+    from worker.pipeline.optimizer import LazyEmbeddingAdam, TrainingSchedule, reset_optimizer
+
+    def run(optimizer: object, variable: tf.Variable) -> None:
+        for k in range(3):
+            optimizer.apply_gradients([(tf.constant([0.5, -1.0]) * (k + 1), variable)])  # type: ignore[attr-defined]
+
+    schedule = TrainingSchedule("linear", 0.1, total_steps=10, warmup_steps=2)
+    fresh_variable, used_variable = tf.Variable([1.0, 2.0]), tf.Variable([1.0, 2.0])
+    fresh = LazyEmbeddingAdam(learning_rate=schedule)
+    run(fresh, fresh_variable)
+
+    used = LazyEmbeddingAdam(learning_rate=TrainingSchedule("linear", 0.1, 10, 2))
+    run(used, used_variable)
+    scaled = tf_keras.mixed_precision.LossScaleOptimizer(used, initial_scale=2.0**10)
+    scaled.apply_gradients([(tf.constant([np.inf, 1.0]), used_variable)])  # an overflow
+    assert float(scaled.loss_scale.numpy()) == 2.0**9  # halved, the step skipped
+    reset_optimizer(scaled, [used_variable])
+    assert int(used.iterations.numpy()) == 0
+    assert float(scaled.loss_scale.numpy()) == 2.0**10
+    assert not used.get_slot(used_variable, "m").numpy().any()
+    used_variable.assign([1.0, 2.0])
+    run(used, used_variable)  # the same three updates again: the same result as a fresh one
+    np.testing.assert_array_equal(used_variable.numpy(), fresh_variable.numpy())

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def model_flops_per_token(model: TFPreTrainedModel) -> float:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model as `from_pretrained` left it (before any training), kept by a warm worker."""
+    """A model as `from_pretrained` left it (before any training): what a warm worker keeps,
+    and what every job starts from."""
 
     config: PretrainedConfig
     tokenizer: PreTrainedTokenizerBase
@@ -124,10 +126,11 @@ def _inner_name(weight: Any) -> str:
     return weight.name.split("/", 1)[-1]  # without the model's own (counter-suffixed) scope
 
 
-def load_model_and_tokenizer(
+def load_pristine(
     ref: ModelRef, task: TaskType, labels: LabelInfo, seed: int
-) -> tuple[TFPreTrainedModel, PreTrainedTokenizerBase, bool]:
-    """The job's model and tokenizer, and whether they came from this worker's cache.
+) -> tuple[LoadedModel, TFPreTrainedModel | None, bool]:
+    """The job's starting point; the model when it had to be loaded now (None when this
+    worker's cache had it); whether it came from the cache.
 
     Call after seeding: the new head is initialised from the seed, which is why the seed and
     the label set are part of the key; a hit gives exactly the weights a fresh load would.
@@ -143,15 +146,32 @@ def load_model_and_tokenizer(
         tuple(sorted(labels.id2label.items())),
     )
     kept = cache.pretrained.get(key) if identity is not None else None
-    if kept is None:
-        tokenizer = load_tokenizer(ref)
-        model = load_model(ref, task, labels)
-        if identity is not None:
-            weights = {_inner_name(w): w.numpy() for w in model.weights}
-            cache.pretrained.put(key, LoadedModel(model.config, tokenizer, weights))
-        return model, tokenizer, False
-    model = task.model_class.from_config(kept.config)
+    if kept is not None:
+        return kept, None, True
+    tokenizer = load_tokenizer(ref)
+    model = load_model(ref, task, labels)
+    weights = {_inner_name(w): w.numpy() for w in model.weights}
+    pristine = LoadedModel(copy.deepcopy(model.config), tokenizer, weights)
+    if identity is not None:
+        cache.pretrained.put(key, pristine)
+    return pristine, model, False
+
+
+def build_model(task: TaskType, pristine: LoadedModel) -> TFPreTrainedModel:
+    """A new model holding the pristine weights (a cache hit: no files read)."""
+    model = task.model_class.from_config(copy.deepcopy(pristine.config))
     model.build_in_name_scope()
-    for weight in model.weights:
-        weight.assign(kept.weights[_inner_name(weight)])
-    return model, kept.tokenizer, True
+    assign_pristine(model, pristine)
+    return model
+
+
+def assign_pristine(model: TFPreTrainedModel, pristine: LoadedModel) -> None:
+    """Give `model` (of the same shape) the pristine weights and config: the config too, as a
+    finished job wrote its labels and decision threshold into its own."""
+    by_name = {_inner_name(w): w for w in model.weights}
+    missing = sorted(set(pristine.weights) - set(by_name))
+    if missing:
+        raise ValueError(f"the model has no weights named {', '.join(missing[:5])}")
+    for name, value in pristine.weights.items():
+        by_name[name].assign(value)
+    model.config = copy.deepcopy(pristine.config)

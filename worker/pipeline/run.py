@@ -22,6 +22,7 @@ from app.core.schemas import HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
 from worker.hardware import apply_precision, resolve_precision
+from worker.pipeline import warm
 from worker.pipeline.auto import resolve_auto
 from worker.pipeline.data import (
     LABELS,
@@ -32,8 +33,9 @@ from worker.pipeline.data import (
     load_splits,
 )
 from worker.pipeline.model import (
+    build_model,
     find_model,
-    load_model_and_tokenizer,
+    load_pristine,
     model_flops_per_token,
     previous_architecture,
     previous_labels,
@@ -136,12 +138,21 @@ def _run(
 
     t0 = time.monotonic()
     lineage = continued_from(spec, ref, task, data.labels, reporter)
-    model, tokenizer, model_cached = load_model_and_tokenizer(ref, task, data.labels, hp.seed)
+    pristine, loaded, model_cached = load_pristine(ref, task, data.labels, hp.seed)
+    shape_key = warm.warm_key(pristine.config, task, hp, policy)
+    compiled = warm.take(shape_key, pristine) if warm.compiled_models.enabled else None
+    if compiled is not None:
+        model = compiled.model
+    else:
+        model = loaded if loaded is not None else build_model(task, pristine)
+    tokenizer = pristine.tokenizer
     reporter.event(
         "stage",
         f"loaded model {ref.name} ({policy}"
         + (", from this worker's cache" if model_cached else "")
+        + (", with its train step already traced (warm start)" if compiled else "")
         + f") in {time.monotonic() - t0:.1f} s",
+        warm_start=compiled is not None,
     )
 
     if kept is None:
@@ -168,7 +179,16 @@ def _run(
         reporter.event("stage", f"auto hyperparameters: {auto.summary()}", auto=auto.reasons)
     hp = auto.hyperparameters
     trainer = Trainer(
-        model, tokenizer, task, train, validation, data.labels, hp, reporter, checkpoint_dir
+        model,
+        tokenizer,
+        task,
+        train,
+        validation,
+        data.labels,
+        hp,
+        reporter,
+        checkpoint_dir,
+        warm=compiled,
     )
     describe_checkpoints(checkpoint_dir, model, tokenizer, task, data, spec, reporter)
     before = trainer.before_training()
@@ -251,6 +271,7 @@ def _run(
     reporter.assert_owner()
     save_outputs(output_dir, model, tokenizer, metrics, job, history, report)
     reporter.event("stage", "saved model", metrics=final)
+    warm.keep(shape_key, trainer.compiled)
     return metrics
 
 

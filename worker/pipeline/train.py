@@ -27,7 +27,7 @@ from worker.callbacks import (
     StepEvaluation,
     StopWatcher,
 )
-from worker.checkpoints import Checkpointer, TrainState
+from worker.checkpoints import Checkpointer, TrainState, seed_dropout
 from worker.errors import InvalidInput, JobCancelled, JobInterrupted, OutOfMemory, TrainingDiverged
 from worker.pipeline.batching import (
     eval_batches,
@@ -37,8 +37,9 @@ from worker.pipeline.batching import (
     train_batches,
 )
 from worker.pipeline.data import LABELS, LENGTH, LabelInfo
-from worker.pipeline.optimizer import build_optimizer
+from worker.pipeline.optimizer import TrainingSchedule, build_optimizer
 from worker.pipeline.tasks import TaskType
+from worker.pipeline.warm import CompiledModel
 from worker.reporter import Reporter
 
 
@@ -56,7 +57,7 @@ class TrainResult:
     real_tokens: int
     padded_tokens: int
     batch_shapes: int
-    train_step_traces: int
+    train_step_traces: int  # by this job (0 for a warm start on shapes traced before)
 
 
 def skip_autograph_for_library_code() -> None:
@@ -141,7 +142,11 @@ class Trainer:
         hp: Hyperparameters,
         reporter: Reporter,
         checkpoint_dir: Path,
+        warm: CompiledModel | None = None,
     ) -> None:
+        """`warm`: a compiled model a warm worker kept (worker/pipeline/warm.py), already reset
+        to this job's start and holding `model`; it is given this job's schedule and reused
+        without compiling (and so without tracing) again."""
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.train_ds, self.validation_ds = train_ds, validation_ds
         self.labels, self.hp, self.reporter = labels, hp, reporter
@@ -150,22 +155,27 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.epochs
         if self.total_steps == 0:
             raise InvalidInput("training data has no rows")
-        self.optimizer = build_optimizer(
-            learning_rate,
-            self.total_steps,
-            int(hp.warmup_ratio * self.total_steps),
-            hp.weight_decay,
-            hp.embedding_updates,
-            hp.lr_scheduler,
-        )
-        # Without a loss argument, transformers' models compute their own task loss.
-        model.compile(
-            optimizer=self.optimizer,
-            steps_per_execution=hp.steps_per_execution,
-            jit_compile=hp.jit_compile,
-            **task.compile_options(labels),
-        )
-        create_step_variables(model, self.optimizer, task, labels)
+        warmup_steps = int(hp.warmup_ratio * self.total_steps)
+        if warm is not None:
+            warm.schedule.configure(hp.lr_scheduler, learning_rate, self.total_steps, warmup_steps)
+            self.compiled = warm
+        else:
+            schedule = TrainingSchedule(
+                hp.lr_scheduler, learning_rate, self.total_steps, warmup_steps
+            )
+            optimizer = build_optimizer(schedule, hp.weight_decay, hp.embedding_updates)
+            # Without a loss argument, transformers' models compute their own task loss.
+            model.compile(
+                optimizer=optimizer,
+                steps_per_execution=hp.steps_per_execution,
+                jit_compile=hp.jit_compile,
+                **task.compile_options(labels),
+            )
+            create_step_variables(model, optimizer, task, labels)
+            self.compiled = CompiledModel(model, optimizer, schedule)
+        self.optimizer = self.compiled.optimizer
+        self.traces_before = self.train_step_traces()
+        seed_dropout(model, hp.seed)
         self.checkpointer = Checkpointer(
             checkpoint_dir, model, self.optimizer, hp.keep_checkpoints, reporter.assert_owner
         )
@@ -324,7 +334,7 @@ class Trainer:
             real_tokens=real_tokens,
             padded_tokens=padded_tokens,
             batch_shapes=len(self.shapes),
-            train_step_traces=self.train_step_traces(),
+            train_step_traces=self.train_step_traces() - self.traces_before,
         )
 
     def train_step_traces(self) -> int:
