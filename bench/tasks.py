@@ -171,7 +171,7 @@ def bench_goemotions(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     print(
         "macro F1 at 0.5 after each evaluation: "
-        + ", ".join(f"{e['metrics']['f1_macro']:.3f}" for e in result["evaluations"])
+        + ", ".join(f"{e['f1_macro']:.3f}" for e in result["evaluations"])
     )
     worst = sorted(report["per_class"], key=lambda c: c["f1"])[:5]
     print("weakest labels: " + ", ".join(f"{c['label']} {c['f1']:.2f}" for c in worst))
@@ -306,12 +306,20 @@ def main() -> None:
         default={},
         help="JSON object of hyperparameters beside the defaults, e.g. '{\"learning_rate\": 1e-4}'",
     )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="keep the models here (default: deleted)"
+    )
     args = parser.parse_args()
     if not (args.data_dir / "conll2003").is_dir():
         raise SystemExit(
             f"--data-dir {args.data_dir}: no conll2003/ there (see ../shared/README.md)"
         )
     EXTRA_HYPERPARAMETERS.update(args.hyperparameters)
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        for name in args.benches:
+            BENCHES[name](args, args.output)
+        return
     with tempfile.TemporaryDirectory() as folder:
         for name in args.benches:
             BENCHES[name](args, Path(folder))

@@ -386,8 +386,15 @@ class EvaluationReport(BaseModel):
     binary: BinaryScores | None = None
     threshold: float | None = Field(
         default=None,
-        description="multi-label: the decision threshold chosen on validation (saved with the "
-        "model, used by its predictions); `metrics` are taken at it",
+        description="multi-label: the shared decision threshold chosen on validation (best "
+        "macro F1); labels without a threshold of their own use it",
+    )
+    label_thresholds: dict[str, float] | None = Field(
+        default=None,
+        description="multi-label: each label's decision threshold, chosen on validation for "
+        "that label's F1 (labels with fewer than 20 positive validation rows keep the shared "
+        "one); saved with the model and used by its predictions; `metrics` and `per_class` "
+        "are taken at them",
     )
     thresholds: list[dict[str, float]] = Field(
         default_factory=list,
@@ -431,7 +438,14 @@ class Prediction(BaseModel):
         default=None,
         description="multi-label: the labels whose probability reaches the model's threshold",
     )
-    threshold: float | None = Field(default=None, description="multi-label: that threshold")
+    threshold: float | None = Field(
+        default=None, description="multi-label: the model's shared threshold"
+    )
+    label_thresholds: dict[str, float] | None = Field(
+        default=None,
+        description="multi-label: each label's threshold (a label is predicted when its "
+        "probability reaches its own)",
+    )
     entities: list[Entity] | None = Field(default=None, description="token classification")
     fills: list[list[Fill]] | None = Field(
         default=None,

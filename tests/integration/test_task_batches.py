@@ -113,7 +113,7 @@ def test_token_classification_batch_of_texts_answers_as_online(
     assert caught.value.param == "file_id"
 
 
-def test_multi_label_evaluation_uses_the_models_threshold(alice: Client, tmp_path: Path) -> None:
+def test_multi_label_evaluation_uses_the_models_thresholds(alice: Client, tmp_path: Path) -> None:
     train_file = alice.upload(write_jsonl(tmp_path / "train.jsonl", topic_rows(400, seed=3)))
     rows = topic_rows(80, seed=4)
     validation = alice.upload(write_jsonl(tmp_path / "val.jsonl", rows))
@@ -134,17 +134,20 @@ def test_multi_label_evaluation_uses_the_models_threshold(alice: Client, tmp_pat
     assert done.status == "succeeded", done.error
     report = alice.batch_report(evaluation.id)
     assert report.task == "multi_label_classification" and report.threshold == own.threshold
+    assert report.label_thresholds == own.label_thresholds
+    cutoffs = own.label_thresholds
+    assert cutoffs is not None and set(cutoffs) == {"film", "negative", "positive"}
     for metric in ("f1_macro", "f1_micro", "exact_match"):
         assert report.metrics[metric] == pytest.approx(own.metrics[metric], abs=0.01), metric
     assert report.baseline == own.baseline
     assert report.metrics["f1_macro"] > report.baseline["f1_macro"] + 0.2
 
-    # Every output row: the labels whose score reaches the model's threshold.
+    # Every output row: the labels whose score reaches that label's threshold.
     output = lines(alice.download_predictions(evaluation.id, tmp_path / "out.jsonl"))
     assert len(output) == len(rows)
     for row in output:
         prediction = row["prediction"]
-        chosen = [k for k, p in prediction["scores"].items() if p >= own.threshold]
+        chosen = [k for k, p in prediction["scores"].items() if p >= cutoffs[k]]
         assert sorted(prediction["labels"]) == sorted(chosen)
 
     # CSV: the delimited set and a score column per label.

@@ -100,9 +100,12 @@ def test_multi_label_learns_saves_its_threshold_and_predicts_label_sets(
     answers = model.predict(
         [{"text": f"the plot was very {marker}"}, {"text": "the plot was very"}]
     )
-    for answer in answers:  # the labels are exactly those at or above the saved threshold
-        assert answer["threshold"] == threshold
-        chosen = sorted(k for k, p in answer["scores"].items() if p >= threshold)
+    cutoffs = report["label_thresholds"]
+    assert config["decision_thresholds"] == cutoffs
+    assert set(cutoffs) == {"film", "negative", "positive"}  # each with 20+ validation rows
+    for answer in answers:  # the labels are exactly those at or above their saved thresholds
+        assert answer["threshold"] == threshold and answer["label_thresholds"] == cutoffs
+        chosen = sorted(k for k, p in answer["scores"].items() if p >= cutoffs[k])
         assert sorted(answer["labels"]) == chosen
     assert learned in answers[0]["labels"] and learned not in answers[1]["labels"]
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, TFPreTrainedModel
 
-from worker.pipeline.data import LENGTH
+from worker.pipeline.data import LENGTH, column_array
 
 Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
@@ -116,7 +116,7 @@ def length_grouped_order(lengths: np.ndarray, batch_size: int, seed: int, epoch:
 def plan_epoch(
     ds: Dataset, batch_size: int, seed: int, epoch: int, group_by_length: bool
 ) -> EpochPlan:
-    lengths = np.asarray(ds[LENGTH], dtype=np.int64)
+    lengths = column_array(ds, LENGTH).astype(np.int64)
     if group_by_length:
         order = length_grouped_order(lengths, batch_size, seed, epoch)
     else:
@@ -172,7 +172,7 @@ def train_batches(
 def eval_rows(ds: Dataset) -> Dataset:
     """Validation rows sorted by length (less padding); metrics do not depend on order. The
     outputs of `eval_batches` come in this order."""
-    return ds.select(np.argsort(np.asarray(ds[LENGTH]), kind="stable"))
+    return ds.select(np.argsort(column_array(ds, LENGTH), kind="stable"))
 
 
 def eval_batches(

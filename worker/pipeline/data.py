@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset
 
 from app.core.labels import Task
@@ -18,6 +19,13 @@ from worker.errors import DataNotFound, InvalidInput
 FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 LABELS = "labels"  # the column transformers' TF models take their targets from
 LENGTH = "length"  # real tokens per row: batching groups by it and progress counts it
+
+
+def column_array(ds: Dataset, name: str) -> np.ndarray:
+    """A column of numbers (or of equal-length lists of numbers) as one NumPy array, read
+    from Arrow in one go. `np.asarray(ds[name])` iterates a lazy column row by row (datasets
+    4): about 0.1 s per column of CoLA, which a warm start paid six times over."""
+    return np.asarray(ds.select_columns([name]).with_format("numpy")[:][name])
 
 
 @dataclass

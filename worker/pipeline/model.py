@@ -27,6 +27,17 @@ from worker.pipeline.data import LabelInfo
 from worker.pipeline.tasks import TaskType
 
 
+def fresh_tensorflow_state(seed: int) -> None:
+    """Before building a model: Keras' global state cleared (layer names, memory of earlier
+    models) and the seeds set (TensorFlow's, and Python's, which Keras' unseeded
+    initialisers draw theirs from), so a new head's initial weights depend on the seed only.
+    Both also drop TensorFlow's instantiated functions (`tf.random.set_seed` clears the
+    eager context's caches), which cost the next call of a traced train step 1.4 s (MiniLM)
+    as if new: so a warm start, which builds nothing, does neither."""
+    tf_keras.backend.clear_session()
+    tf_keras.utils.set_random_seed(seed)
+
+
 def find_model(name: str, models_dir: Path, allow_hub: bool) -> ModelRef:
     try:
         return resolve_model(name, models_dir, allow_hub)
@@ -148,6 +159,7 @@ def load_pristine(
     kept = cache.pretrained.get(key) if identity is not None else None
     if kept is not None:
         return kept, None, True
+    fresh_tensorflow_state(seed)
     tokenizer = load_tokenizer(ref)
     model = load_model(ref, task, labels)
     weights = {_inner_name(w): w.numpy() for w in model.weights}
@@ -157,8 +169,9 @@ def load_pristine(
     return pristine, model, False
 
 
-def build_model(task: TaskType, pristine: LoadedModel) -> TFPreTrainedModel:
+def build_model(task: TaskType, pristine: LoadedModel, seed: int) -> TFPreTrainedModel:
     """A new model holding the pristine weights (a cache hit: no files read)."""
+    fresh_tensorflow_state(seed)
     model = task.model_class.from_config(copy.deepcopy(pristine.config))
     model.build_in_name_scope()
     assign_pristine(model, pristine)

@@ -6,6 +6,7 @@ Used by the Celery task and by `finetune train`; knows nothing about either.
 from __future__ import annotations
 
 import json
+import random
 import resource
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from app.core.layout import CHECKPOINT_MODEL_DIR, write_atomically
 from app.core.schemas import HubDataset, JobSpec
 from app.core.settings import Precision, Settings
 from worker import cache
+from worker.errors import JobCancelled, TrainingDiverged
 from worker.hardware import apply_precision, resolve_precision
 from worker.pipeline import warm
 from worker.pipeline.auto import resolve_auto
@@ -29,6 +31,7 @@ from worker.pipeline.data import (
     LENGTH,
     LabelInfo,
     LoadedData,
+    column_array,
     file_fingerprint,
     load_splits,
 )
@@ -67,11 +70,13 @@ class PipelineOptions:
 
 
 def seed_everything(seed: int) -> None:
-    """Python, NumPy and TF seeds, and dropout drawn from tf.random.Generator objects whose
-    state is a variable, so it is checkpointed and a resumed run draws the same masks."""
-    tf_keras.backend.clear_session()
+    """Python and NumPy seeds, and Keras dropout drawn from tf.random.Generator objects whose
+    state is a variable, so it is checkpointed and a resumed run draws the same masks (every
+    job seeds them from its seed: `seed_dropout`). TensorFlow's own global seed is set only
+    when a model is built (`worker.pipeline.model.fresh_tensorflow_state`)."""
     tf_keras.backend.experimental.enable_tf_random_generator()
-    tf_keras.utils.set_random_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def run_pipeline(
@@ -144,7 +149,7 @@ def _run(
     if compiled is not None:
         model = compiled.model
     else:
-        model = loaded if loaded is not None else build_model(task, pristine)
+        model = loaded if loaded is not None else build_model(task, pristine, hp.seed)
     tokenizer = pristine.tokenizer
     reporter.event(
         "stage",
@@ -168,10 +173,12 @@ def _run(
     else:
         reporter.event("stage", f"reused {len(train) + len(validation)} tokenized rows")
 
+    if previous_labels(ref, task) != data.labels.names:
+        task.start_head(model, train, data.labels)
     auto = resolve_auto(
         hp,
         len(train),
-        np.asarray(train[LENGTH]),
+        column_array(train, LENGTH),
         class_counts(train, data.labels),
         getattr(model.config, "hidden_size", None),
     )
@@ -205,7 +212,11 @@ def _run(
             + ", ".join(f"{names[i]} {w:.3g}" for i, w in trainer.class_weight.items()),
             class_weight={names[i]: w for i, w in trainer.class_weight.items()},
         )
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except (JobCancelled, TrainingDiverged):
+        warm.keep(shape_key, trainer.compiled)  # reset exactly by the next job that takes it
+        raise
     final = dict(result.final_metrics)
     if result.pruned:
         final["pruned"] = 1.0
@@ -345,7 +356,7 @@ def class_counts(train: Any, labels: LabelInfo) -> list[int] | None:
     """Rows per class (single-label classification), for "auto" epochs."""
     if labels.task != "classification":
         return None
-    ids = np.asarray(train[LABELS], dtype=np.int64)
+    ids = column_array(train, LABELS).astype(np.int64)
     return [int(c) for c in np.bincount(ids, minlength=labels.num_labels)]
 
 

@@ -36,7 +36,7 @@ from worker.pipeline.batching import (
     plan_epoch,
     train_batches,
 )
-from worker.pipeline.data import LABELS, LENGTH, LabelInfo
+from worker.pipeline.data import LABELS, LENGTH, LabelInfo, column_array
 from worker.pipeline.optimizer import TrainingSchedule, build_optimizer
 from worker.pipeline.tasks import TaskType
 from worker.pipeline.warm import CompiledModel
@@ -180,7 +180,7 @@ class Trainer:
             checkpoint_dir, model, self.optimizer, hp.keep_checkpoints, reporter.assert_owner
         )
         self.buckets = length_buckets(
-            np.asarray(train_ds[LENGTH]), hp.length_buckets, hp.pad_to_multiple_of
+            column_array(train_ds, LENGTH), hp.length_buckets, hp.pad_to_multiple_of
         )
         self.eval_rows = eval_rows(validation_ds)
         self.eval_ds = eval_batches(
@@ -190,7 +190,7 @@ class Trainer:
             task.collator(tokenizer, self.buckets, hp, epoch=None),
         )
         self.class_weight = (
-            class_weights(hp.class_weight, labels.names, np.asarray(train_ds[LABELS]))
+            class_weights(hp.class_weight, labels.names, column_array(train_ds, LABELS))
             if labels.task == "classification"
             else None
         )

@@ -115,6 +115,12 @@ class TaskType(ABC):
         """`compile` arguments besides the optimizer. No loss: the model's own task loss."""
         return {}
 
+    def start_head(self, model: TFPreTrainedModel, train: Dataset, labels: LabelInfo) -> None:
+        """Adjust a freshly initialised head to the training data before the first step (a
+        head carried over from a previous job with the same labels is left alone). Most
+        tasks start from the initialiser's head as it is."""
+        return None
+
     def build_step_variables(self, model: TFPreTrainedModel, labels: LabelInfo) -> None:
         """Create the loss (and metric) totals now, so the first train step is traced once."""
         model.compiled_loss(tf.zeros([1]), tf.zeros([1]))

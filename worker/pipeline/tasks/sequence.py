@@ -24,7 +24,7 @@ from app.core.labels import LabelProblem, check_regression_targets, class_names,
 from app.core.schemas import BatchSpec, EvaluationReport, Hyperparameters, JobSpec
 from worker.errors import InvalidInput
 from worker.pipeline.batching import BucketCollator, Collator
-from worker.pipeline.data import LABELS, LENGTH, LabelInfo
+from worker.pipeline.data import LABELS, LENGTH, LabelInfo, column_array
 from worker.pipeline.metrics import classification_metrics, regression_metrics
 from worker.pipeline.quality import majority_class
 from worker.pipeline.report import classification_report, regression_report
@@ -95,7 +95,7 @@ class SequenceClassification(TaskType):
         )
 
     def label_summary(self, train: Dataset, labels: LabelInfo) -> dict[str, Any]:
-        values = np.asarray(train[LABELS])
+        values = column_array(train, LABELS)
         if labels.task == "regression":
             return {"mean": float(values.astype(np.float64).mean())}
         counts = np.bincount(values.astype(np.int64), minlength=labels.num_labels)
@@ -125,7 +125,7 @@ class SequenceClassification(TaskType):
         return BucketCollator(tokenizer, buckets)
 
     def metrics(self, outputs: Any, rows: Dataset, labels: LabelInfo) -> dict[str, float]:
-        targets = np.asarray(rows[LABELS])
+        targets = column_array(rows, LABELS)
         if labels.task == "classification":
             return classification_metrics(outputs, targets)
         return regression_metrics(outputs, targets)
@@ -138,8 +138,8 @@ class SequenceClassification(TaskType):
         train: Dataset,
         before: dict[str, float] | None = None,
     ) -> EvaluationReport:
-        targets = np.asarray(rows[LABELS])
-        train_labels = np.asarray(train[LABELS])
+        targets = column_array(rows, LABELS)
+        train_labels = column_array(train, LABELS)
         if labels.task == "classification":
             return classification_report(
                 outputs, targets, labels.names, majority_class(train_labels)
