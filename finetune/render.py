@@ -16,15 +16,22 @@ def print_evaluation(report: EvaluationReport, out: Console) -> None:
         base = report.baseline.get(name)
         scores.add_row(name, f"{value:.4f}", f"{base:.4f}" if base is not None else "")
     out.print(scores)
+    cutoffs = report.label_thresholds or {}
     if report.threshold is not None:
-        out.print(f"decision threshold {report.threshold} (chosen on validation)")
+        out.print(
+            f"decision thresholds per label, shared {report.threshold} (chosen on validation)"
+            if cutoffs
+            else f"decision threshold {report.threshold} (chosen on validation)"
+        )
     if report.task in ("multi_label_classification", "token_classification"):
         name = "entity" if report.task == "token_classification" else "label"
-        classes = Table(name, "precision", "recall", "f1", "support")
+        classes = Table(
+            name, "precision", "recall", "f1", "support", *(["threshold"] * bool(cutoffs))
+        )
         for row in report.per_class:
             classes.add_row(
                 row.label, f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}",
-                str(row.support),
+                str(row.support), *([f"{cutoffs[row.label]:.2f}"] if cutoffs else []),
             )  # fmt: skip
         out.print(classes)
     if report.task == "classification":

@@ -82,6 +82,12 @@ def test_grid_sweep_runs_every_trial_within_its_cap_and_names_the_best(
         assert job.finished_at is not None
         intervals.append((job.created_at, job.finished_at))
     assert most_at_once(intervals) <= 2
+    # Trials share the model's shape: a worker's later trials start from its compiled model.
+    warm = [
+        any(e.data.get("warm_start") for e in alice.events(t.job_id) if e.type == "stage")
+        for t in done.trials
+    ]
+    assert any(warm), warm
 
     best = done.best_trial
     assert best is not None

@@ -290,3 +290,26 @@ def test_masked_lm_resume_is_exact(models_dir: Path, sentences: Path, tmp_path: 
     write_csv(sentences / "small.csv", ["sentence", "label"], sentiment_rows(160, seed=13))
     spec = mlm_spec(sentences, "small.csv", epochs=2)
     assert_resume_is_exact(spec, models_dir, tmp_path, crash_at=13)
+
+
+def test_multi_label_head_starts_at_each_labels_base_rate(models_dir: Path) -> None:
+    """Before the first step, each label's output bias is the log-odds of its training
+    frequency, so the untrained model answers each label's base rate (not 0.5 for all)."""
+    from datasets import Dataset
+    from scipy.special import expit
+
+    from app.core.catalog import ModelRef
+    from worker.pipeline.data import LABELS, LabelInfo
+    from worker.pipeline.model import load_model
+    from worker.pipeline.tasks import task_named
+    from worker.pipeline.tasks.multi_label import output_layer
+
+    task = task_named("multi_label_classification")
+    labels = LabelInfo("multi_label_classification", ["common", "rare", "never"])
+    ref = ModelRef(name="tiny", source="local", location=str(models_dir / "tiny"))
+    model = load_model(ref, task, labels)
+    hot = [[1.0, 0.0, 0.0]] * 74 + [[1.0, 1.0, 0.0]] * 25
+    task.start_head(model, Dataset.from_dict({LABELS: hot}), labels)
+    rates = expit(output_layer(model, 3).bias.numpy())
+    # (count + 0.5) / (rows + 1): smoothed, so a label never seen is rare, not impossible.
+    np.testing.assert_allclose(rates, [99.5 / 100, 25.5 / 100, 0.5 / 100], rtol=1e-5)

@@ -398,12 +398,17 @@ async function showReport(jobId) {
   }
   if (report.per_class.length) {  // per class, per label (multi-label) or per entity type
     const name = report.task === "token_classification" ? "entity" : "label";
-    tableOf(document.getElementById("per-class"), [name, "precision", "recall", "f1", "support"],
-      report.per_class.map((c) => [c.label, c.precision, c.recall, c.f1, c.support]));
+    const cut = report.label_thresholds;  // multi-label: each label's own threshold
+    tableOf(document.getElementById("per-class"),
+      [name, "precision", "recall", "f1", "support", ...(cut ? ["threshold"] : [])],
+      report.per_class.map((c) => [c.label, c.precision, c.recall, c.f1, c.support,
+        ...(cut ? [cut[c.label]] : [])]));
   }
   if (report.threshold != null) {
     const note = document.createElement("li");
-    note.textContent = `decision threshold ${report.threshold} (chosen on validation, used by predictions)`;
+    note.textContent = report.label_thresholds
+      ? `decision thresholds per label (chosen on validation, used by predictions; shared ${report.threshold})`
+      : `decision threshold ${report.threshold} (chosen on validation, used by predictions)`;
     document.getElementById("report-warnings").prepend(note);
   }
   const binary = document.getElementById("binary");
