@@ -18,7 +18,13 @@ from pathlib import Path
 from bench.data import SHARED_DATA
 from bench.tasks import head, job, run, table
 
-AUTO = {"epochs": "auto", "batch_size": "auto", "learning_rate": "auto", "class_weight": "auto"}
+AUTO = {
+    "epochs": "auto",
+    "batch_size": "auto",
+    "learning_rate": "auto",
+    "class_weight": "auto",
+    "lr_scheduler": "auto",
+}
 
 
 def main() -> None:

@@ -113,12 +113,13 @@ class Hyperparameters(StrictModel):
     )
     max_length: int = Field(default=128, ge=8, le=512)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
-    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+    lr_scheduler: Literal["linear", "cosine", "constant", "auto"] = Field(
         # Constant by default: a decay to 0 halves a short run's learning (full CoLA, MiniLM,
         # 3e-5, 1 epoch: MCC 0.000 with linear decay, 0.109 constant; 3 epochs: 0.250 against
         # 0.244), so short and small jobs no longer come out predicting one class.
         default="constant",
-        description="after the warm-up: constant at the peak, or linear or cosine decay to 0",
+        description="after the warm-up: constant at the peak, or linear or cosine decay to 0; "
+        "'auto': linear for runs of 1,200 optimizer steps or more, constant for shorter ones",
     )
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     class_weight: (

@@ -9,7 +9,13 @@ from pydantic import ValidationError
 from app.core.schemas import Hyperparameters
 from worker.pipeline.auto import resolve_auto
 
-AUTO = Hyperparameters(epochs="auto", batch_size="auto", learning_rate="auto", class_weight="auto")
+AUTO = Hyperparameters(
+    epochs="auto",
+    batch_size="auto",
+    learning_rate="auto",
+    class_weight="auto",
+    lr_scheduler="auto",
+)
 SHORT = np.full(1000, 20)
 
 
@@ -22,13 +28,19 @@ def test_a_small_data_set_gets_enough_optimizer_steps() -> None:
     reason = chosen.reasons["learning_rate"]["reason"]
     assert "small model (hidden size 384), doubled for a short run (190 optimizer" in reason
     assert hp.class_weight is None  # 150 against 150
+    assert hp.lr_scheduler == "constant"  # 190 steps: a decay to 0 would cut them short
+    assert "fewer than 1200" in chosen.reasons["lr_scheduler"]["reason"]
 
 
 def test_a_mid_sized_data_set_gets_about_the_target_steps() -> None:
     chosen = resolve_auto(AUTO, 8551, SHORT, [2528, 6023], hidden_size=384)
     hp = chosen.hyperparameters
     assert (hp.batch_size, hp.epochs) == (16, 3)  # 535 steps an epoch: 1605 steps
-    assert hp.learning_rate == 5e-5
+    assert hp.learning_rate == 3e-5 and hp.lr_scheduler == "linear"  # a long run
+    assert "on a long run (1605 steps)" in chosen.reasons["learning_rate"]["reason"]
+    two_epochs = AUTO.model_copy(update={"epochs": 2})  # 1070 steps: not long
+    hp2 = resolve_auto(two_epochs, 8551, SHORT, [2528, 6023], hidden_size=384).hyperparameters
+    assert (hp2.learning_rate, hp2.lr_scheduler) == (5e-5, "constant")
     assert hp.class_weight == "balanced"  # CoLA: 70% one class
     assert "2.4x the rows of the rarest" in chosen.reasons["class_weight"]["reason"]
 

@@ -102,6 +102,8 @@ def concrete(hp: Hyperparameters) -> tuple[int, int, float]:
     """(epochs, batch_size, learning_rate) once "auto" was resolved (worker/pipeline/auto.py)."""
     if hp.epochs == "auto" or hp.batch_size == "auto" or hp.learning_rate == "auto":
         raise ValueError("resolve 'auto' hyperparameters before training")
+    if hp.lr_scheduler == "auto":
+        raise ValueError("resolve 'auto' hyperparameters before training")
     return hp.epochs, hp.batch_size, hp.learning_rate
 
 
@@ -156,13 +158,13 @@ class Trainer:
         if self.total_steps == 0:
             raise InvalidInput("training data has no rows")
         warmup_steps = int(hp.warmup_ratio * self.total_steps)
+        scheduler = hp.lr_scheduler
+        assert scheduler != "auto"  # resolved with the rest (`concrete` said so)
         if warm is not None:
-            warm.schedule.configure(hp.lr_scheduler, learning_rate, self.total_steps, warmup_steps)
+            warm.schedule.configure(scheduler, learning_rate, self.total_steps, warmup_steps)
             self.compiled = warm
         else:
-            schedule = TrainingSchedule(
-                hp.lr_scheduler, learning_rate, self.total_steps, warmup_steps
-            )
+            schedule = TrainingSchedule(scheduler, learning_rate, self.total_steps, warmup_steps)
             optimizer = build_optimizer(schedule, hp.weight_decay, hp.embedding_updates)
             # Without a loss argument, transformers' models compute their own task loss.
             model.compile(
