@@ -10,10 +10,11 @@ trains to the same weights as a cold one with the same seed (tests/integration/
 test_pipeline.py), only sooner.
 
 What the traced step bakes in is the key: the model's configuration apart from names (label
-names, paths, the decision threshold), the task, the dtype policy, and the settings that change
+names, paths, the decision thresholds), the task, the dtype policy, and the settings that change
 the step itself (optimizer kind and weight decay, steps per execution, XLA). A model is taken
-out of the store while its job runs and put back after the job succeeds; a failed job's model
-is dropped. Sized by FINETUNE_WORKER_WARM_MODELS (0 turns warm starts off).
+out of the store while its job runs and put back after the job succeeds, is cancelled or
+diverges (the next job resets it anyway); after any other failure it is dropped. Sized by
+FINETUNE_WORKER_WARM_MODELS (0 turns warm starts off).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ NAMING_FIELDS = frozenset(
         "id2label",
         "label2id",
         "decision_threshold",
+        "decision_thresholds",
         "transformers_version",
         "torch_dtype",
     }
