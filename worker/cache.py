@@ -32,6 +32,10 @@ class Lru(Generic[K, V]):
             return self.items[key]
         return None
 
+    def pop(self, key: K) -> V | None:
+        """Take an entry out (a warm model is its job's alone while the job runs)."""
+        return self.items.pop(key, None)
+
     def put(self, key: K, value: V) -> None:
         if not self.enabled:
             return

@@ -145,7 +145,7 @@ def _run(
     lineage = continued_from(spec, ref, task, data.labels, reporter)
     pristine, loaded, model_cached = load_pristine(ref, task, data.labels, hp.seed)
     shape_key = warm.warm_key(pristine.config, task, hp, policy)
-    compiled = warm.take(shape_key, pristine) if warm.compiled_models.enabled else None
+    compiled = warm.take(shape_key, pristine)
     if compiled is not None:
         model = compiled.model
     else:

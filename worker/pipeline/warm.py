@@ -79,7 +79,7 @@ def warm_key(
 
 def take(key: tuple[Any, ...], pristine: LoadedModel) -> CompiledModel | None:
     """A kept compiled model for this key, reset to the job's start; None when there is none."""
-    compiled = compiled_models.items.pop(key, None)
+    compiled = compiled_models.pop(key)
     if compiled is None:
         return None
     assign_pristine(compiled.model, pristine)
