@@ -1,19 +1,28 @@
 """`"auto"` hyperparameters against the defaults, sequence classification with
 all-MiniLM-L6-v2, each run as a job runs in its own child process (see bench/tasks.py):
 
-- full CoLA (validation MCC; the issue's target: >= 0.30),
-- full SST-2 (validation accuracy; target >= 0.90),
-- the first 300 SST-2 training rows (SST-2 validation accuracy; target >= 0.80).
+- cola:      full CoLA (validation MCC; the issue's target: >= 0.30),
+- sst2:      full SST-2 (validation accuracy; target >= 0.90),
+- sst2-300:  the first 300 SST-2 training rows (SST-2 validation accuracy; target >= 0.80).
 
-    .venv/bin/python -m bench.auto                 # all three, auto and defaults side by side
-    .venv/bin/python -m bench.auto --only auto     # auto only
+Small data sets swing by several points from one seed to the next, so `--seeds` runs each case
+once per seed and prints the median beside every run.
+
+    .venv/bin/python -m bench.auto                          # all three, auto and defaults
+    .venv/bin/python -m bench.auto --only auto              # auto only
+    .venv/bin/python -m bench.auto --cases sst2-300 --seeds 1,2,3 --only auto
+    .venv/bin/python -m bench.auto --cases sst2-300 --seeds 1,2,3 --only defaults \
+        --hyperparameters '{"epochs": 10, "learning_rate": 5e-5, "lr_scheduler": "linear"}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.data import SHARED_DATA
 from bench.tasks import head, job, run, table
@@ -25,48 +34,79 @@ AUTO = {
     "class_weight": "auto",
     "lr_scheduler": "auto",
 }
+# name: (data folder, training rows or None for all, headline metric)
+CASES: dict[str, tuple[str, int | None, str]] = {
+    "cola": ("cola", None, "matthews_correlation"),
+    "sst2": ("sst2", None, "accuracy"),
+    "sst2-300": ("sst2", 300, "accuracy"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=SHARED_DATA)
     parser.add_argument("--only", choices=["auto", "defaults"], default=None)
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES)
+    )
+    parser.add_argument("--seeds", default="42", help="comma-separated; the median is printed")
+    parser.add_argument(
+        "--hyperparameters",
+        type=json.loads,
+        default={},
+        help="JSON object laid over both runs' hyperparameters (e.g. to try another rule)",
+    )
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["auto", "defaults"]
-    rows = []
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        cases = [
-            ("CoLA", "cola", None, "matthews_correlation"),
-            ("SST-2", "sst2", None, "accuracy"),
-            ("SST-2, 300 rows", "sst2", 300, "accuracy"),
-        ]
-        for name, data, limit, metric in cases:
+        for name in args.cases.split(","):
+            data, limit, metric = CASES[name]
             train = head(args.data_dir / data / "train.csv", limit, work / f"{data}-{limit}.csv")
             validation = args.data_dir / data / "validation.csv"
             for kind in kinds:
-                hyper = AUTO if kind == "auto" else {}
-                spec = job("sequence_classification", train, validation, 3, text_column="sentence")
-                spec["hyperparameters"] = hyper
-                result = run(spec, work / f"{data}-{limit}-{kind}")
-                chosen = result.get("auto_chosen") or {}
-                m = result["report"]["metrics"]
-                rows.append(
-                    [
-                        name,
-                        kind,
-                        chosen or "epochs 3, batch 16, 5e-05",
-                        m[metric],
-                        m["accuracy"],
-                        result["wall_seconds"],
-                    ]
-                )
-                table(
-                    "so far", ["data", "run", "hyperparameters", metric, "accuracy", "s"], rows[-1:]
-                )
+                scores: list[float] = []
+                for seed in seeds:
+                    hyper = {**(AUTO if kind == "auto" else {}), **args.hyperparameters}
+                    spec = job(
+                        "sequence_classification", train, validation, 3, text_column="sentence"
+                    )
+                    spec["hyperparameters"] = {**spec["hyperparameters"], **hyper, "seed": seed}
+                    result = run(spec, work / f"{name}-{kind}-{seed}")
+                    chosen = result.get("auto_chosen") or json.dumps(spec["hyperparameters"])
+                    m = result["report"]["metrics"]
+                    scores.append(m[metric])
+                    rows.append(
+                        [
+                            name,
+                            kind,
+                            seed,
+                            chosen,
+                            m[metric],
+                            round(statistics.median(scores), 4),
+                            m["accuracy"],
+                            result["wall_seconds"],
+                        ]
+                    )
+                    table(
+                        "so far",
+                        [
+                            "data",
+                            "run",
+                            "seed",
+                            "hyperparameters",
+                            metric,
+                            "median",
+                            "accuracy",
+                            "s",
+                        ],
+                        rows[-1:],
+                    )
     table(
-        "auto against the defaults (validation)",
-        ["data", "run", "hyperparameters", "headline", "accuracy", "seconds"],
+        "auto against the defaults (validation; median: of this case's seeds so far)",
+        ["data", "run", "seed", "hyperparameters", "headline", "median", "accuracy", "seconds"],
         rows,
     )
 
