@@ -20,8 +20,10 @@ def test_trains_saves_and_loads_back(models_dir: Path, data_dir: Path, tmp_path:
     from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
     reporter = Recorder()
+    # 2e-3, not the tests' 5e-3: at 5e-3 the tiny model's third epoch can blow up on one CPU
+    # and not on another (round-off); at 2e-3 nine seeds of nine learn, in both precisions.
     metrics = train(
-        spec_for(data_dir / "train.csv", data_dir / "validation.csv", epochs=3),
+        spec_for(data_dir / "train.csv", data_dir / "validation.csv", epochs=3, learning_rate=2e-3),
         tmp_path,
         models_dir,
         reporter,
@@ -67,11 +69,16 @@ def test_each_precision_trains_a_usable_float32_model(
     from transformers import TFAutoModelForSequenceClassification
 
     from worker.hardware import cpu_supports_bfloat16_matmul
+    from worker.pipeline import warm
 
+    # Traced here, not taken warm from the case before (which is float32 on a CPU without
+    # bfloat16 instructions, and so has the same warm key).
+    warm.compiled_models.items.clear()
     spec = spec_for(
         data_dir / "train.csv",
         data_dir / "validation.csv",
         epochs=3,
+        learning_rate=2e-3,  # see test_trains_saves_and_loads_back
         precision=precision,
         steps_per_execution=8,
         embedding_updates="lazy",
@@ -86,6 +93,40 @@ def test_each_precision_trains_a_usable_float32_model(
     assert metrics["train_step_traces"] == 1  # every shape, every epoch: one trace
     model = TFAutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
     assert {w.dtype.name for w in model.weights} == {"float32"}  # saved weights are float32
+
+
+def test_under_mixed_precision_the_head_outputs_float32(models_dir: Path) -> None:
+    """The encoder computes in bfloat16, the output layer in float32: a regression output
+    near 2.5 would otherwise move in steps of 0.016."""
+    import tensorflow as tf
+    import tf_keras
+
+    from app.core.catalog import ModelRef
+    from worker.pipeline.data import LabelInfo
+    from worker.pipeline.model import compute_output_in_float32, load_model
+    from worker.pipeline.tasks import task_named
+
+    ref = ModelRef(name="tiny", source="local", location=str(models_dir / "tiny"))
+    inputs = {"input_ids": tf.constant([[2, 10, 11, 3]]), "attention_mask": tf.ones([1, 4])}
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        for task, labels in [
+            (task_named("regression"), LabelInfo("regression")),
+            (task_named("token_classification"), LabelInfo("token_classification", ["O", "B-X"])),
+        ]:
+            model = load_model(ref, task, labels)
+            assert model(inputs).logits.dtype == tf.bfloat16  # as transformers builds it
+            compute_output_in_float32(model, task)
+            assert model(inputs).logits.dtype == tf.float32
+            assert task.output_layer(model).compute_dtype == "float32"
+            encoder = getattr(model, model.base_model_prefix)
+            assert encoder.compute_dtype == "bfloat16"
+        masked = task_named("masked_lm")
+        model = load_model(ref, masked, LabelInfo("masked_lm"))
+        compute_output_in_float32(model, masked)  # tied to the embeddings: left as it is
+        assert model(inputs).logits.dtype == tf.bfloat16
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
 
 
 def test_string_labels_are_mapped_in_sorted_order(models_dir: Path, tmp_path: Path) -> None:
@@ -121,12 +162,13 @@ def test_sentence_pairs(models_dir: Path, tmp_path: Path) -> None:
 def test_regression_with_float_labels(models_dir: Path, tmp_path: Path) -> None:
     rows = [(text, float(label) * 4.0 + 0.5) for text, label in sentiment_rows(400, seed=9)]
     csv = write_csv(tmp_path / "scores.csv", ["sentence", "score"], rows)
-    # Decayed: at the tests' peak rate of 5e-3 a constant rate keeps the tiny model bouncing
-    # around the mean (pearson 0.05 measured).
-    spec = spec_for(csv, label_column="score", epochs=4, lr_scheduler="linear")
+    # Decayed from 3e-3 over 6 epochs: pearson 0.98 or more on nine seeds of nine, in float32
+    # and in bfloat16 (whose float32 output layer this needs: a bfloat16 one left one seed's
+    # predictions all equal). At 5e-3 the tiny model is chaotic (0.58 to 1.0 by seed and CPU).
+    spec = spec_for(csv, label_column="score", epochs=6, learning_rate=3e-3, lr_scheduler="linear")
     metrics = train(spec, tmp_path, models_dir)
     assert set(metrics["final"]) == {"loss", "mse", "pearson"}
-    assert metrics["final"]["pearson"] > 0.5
+    assert metrics["final"]["pearson"] > 0.9
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["problem_type"] == "regression" and len(config["id2label"]) == 1
 

@@ -302,7 +302,6 @@ def test_multi_label_head_starts_at_each_labels_base_rate(models_dir: Path) -> N
     from worker.pipeline.data import LABELS, LabelInfo
     from worker.pipeline.model import load_model
     from worker.pipeline.tasks import task_named
-    from worker.pipeline.tasks.multi_label import output_layer
 
     task = task_named("multi_label_classification")
     labels = LabelInfo("multi_label_classification", ["common", "rare", "never"])
@@ -310,6 +309,6 @@ def test_multi_label_head_starts_at_each_labels_base_rate(models_dir: Path) -> N
     model = load_model(ref, task, labels)
     hot = [[1.0, 0.0, 0.0]] * 74 + [[1.0, 1.0, 0.0]] * 25
     task.start_head(model, Dataset.from_dict({LABELS: hot}), labels)
-    rates = expit(output_layer(model, 3).bias.numpy())
+    rates = expit(task.output_layer(model).bias.numpy())
     # (count + 0.5) / (rows + 1): smoothed, so a label never seen is rare, not impossible.
     np.testing.assert_allclose(rates, [99.5 / 100, 25.5 / 100, 0.5 / 100], rtol=1e-5)

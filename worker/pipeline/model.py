@@ -115,6 +115,20 @@ def _from_pretrained(ref: ModelRef, task: TaskType, labels: LabelInfo) -> TFPreT
         raise ModelNotFound(f"could not load model '{ref.name}': {exc}") from exc
 
 
+def compute_output_in_float32(model: TFPreTrainedModel, task: TaskType) -> None:
+    """Under mixed precision, the head's last layer computes in float32, as Keras advises:
+    bfloat16 keeps 8 bits of mantissa, so a regression output near 2.5 moves in steps of
+    0.016 and a tiny model's outputs collapsed to one value (pearson 0.0 on 1 seed in 9,
+    MSE the labels' variance), and classification logits lose their small differences.
+    The layer's weights are float32 anyway; only its matmul (hidden x labels) changes.
+    Call before the train step is traced."""
+    if tf_keras.mixed_precision.global_policy().compute_dtype == "float32":
+        return
+    layer = task.output_layer(model)
+    if layer is not None:
+        layer._set_dtype_policy("float32")  # Keras' own setter; no public one after build
+
+
 def model_flops_per_token(model: TFPreTrainedModel) -> float:
     """About 6 x the dense weights a token passes through, per trained token (forward and
     backward); embedding tables are lookups and cost no multiplications."""

@@ -37,6 +37,7 @@ from worker.pipeline.data import (
 )
 from worker.pipeline.model import (
     build_model,
+    compute_output_in_float32,
     find_model,
     load_pristine,
     model_flops_per_token,
@@ -150,6 +151,7 @@ def _run(
         model = compiled.model
     else:
         model = loaded if loaded is not None else build_model(task, pristine, hp.seed)
+        compute_output_in_float32(model, task)
     tokenizer = pristine.tokenizer
     reporter.event(
         "stage",

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
 
@@ -114,6 +115,22 @@ class TaskType(ABC):
     def compile_options(self, labels: LabelInfo) -> dict[str, Any]:
         """`compile` arguments besides the optimizer. No loss: the model's own task loss."""
         return {}
+
+    def output_layer(self, model: TFPreTrainedModel) -> Any:
+        """The head's last dense layer, one output per label: `classifier` in BERT and
+        DistilBERT, `classifier.out_proj` in RoBERTa. None for a head without one."""
+        encoder = getattr(model, model.base_model_prefix)
+        units = model.config.num_labels
+        found = [
+            m
+            for layer in model.layers
+            if layer is not encoder
+            for m in (layer, *layer.submodules)
+            if isinstance(m, tf_keras.layers.Dense) and m.units == units and m.use_bias
+        ]
+        if not found:
+            raise InvalidInput(f"{type(model).__name__} has no output layer of {units} units")
+        return found[-1]
 
     def start_head(self, model: TFPreTrainedModel, train: Dataset, labels: LabelInfo) -> None:
         """Adjust a freshly initialised head to the training data before the first step (a

@@ -110,6 +110,10 @@ class MaskedLanguageModelling(TaskType):
     def model_options(self, labels: LabelInfo) -> dict[str, Any]:
         return {}
 
+    def output_layer(self, model: TFPreTrainedModel) -> Any:
+        """None: the vocabulary logits come from the input embeddings, tied."""
+        return None
+
     def collator(
         self,
         tokenizer: PreTrainedTokenizerBase,

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
 from datasets import ClassLabel, Dataset, Sequence
 from scipy.special import expit
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
@@ -57,22 +56,6 @@ def multi_label_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         ),
         axis=-1,
     )
-
-
-def output_layer(model: TFPreTrainedModel, num_labels: int) -> Any:
-    """The head's last dense layer (one output per label): `classifier` in BERT and
-    DistilBERT, `classifier.out_proj` in RoBERTa."""
-    encoder = getattr(model, model.base_model_prefix)
-    found = [
-        m
-        for layer in model.layers
-        if layer is not encoder
-        for m in (layer, *layer.submodules)
-        if isinstance(m, tf_keras.layers.Dense) and m.units == num_labels and m.use_bias
-    ]
-    if not found:
-        raise InvalidInput(f"{type(model).__name__} has no output layer of {num_labels} units")
-    return found[-1]
 
 
 class FloatTargets:
@@ -182,9 +165,7 @@ class MultiLabelClassification(TaskType):
         threshold for long (the prior initialisation of Lin et al., "Focal Loss", 2017)."""
         hot = np.asarray(column_array(train, LABELS), dtype=np.float64)
         rate = (hot.sum(axis=0) + 0.5) / (len(hot) + 1.0)
-        output_layer(model, labels.num_labels).bias.assign(
-            np.log(rate / (1.0 - rate)).astype(np.float32)
-        )
+        self.output_layer(model).bias.assign(np.log(rate / (1.0 - rate)).astype(np.float32))
 
     def build_step_variables(self, model: TFPreTrainedModel, labels: LabelInfo) -> None:
         shape = [1, labels.num_labels]
