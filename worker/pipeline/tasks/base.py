@@ -118,7 +118,8 @@ class TaskType(ABC):
 
     def output_layer(self, model: TFPreTrainedModel) -> Any:
         """The head's last dense layer, one output per label: `classifier` in BERT and
-        DistilBERT, `classifier.out_proj` in RoBERTa. None for a head without one."""
+        DistilBERT, `classifier.out_proj` in RoBERTa. None for a head without one (an
+        architecture whose head is built otherwise)."""
         encoder = getattr(model, model.base_model_prefix)
         units = model.config.num_labels
         found = [
@@ -128,9 +129,7 @@ class TaskType(ABC):
             for m in (layer, *layer.submodules)
             if isinstance(m, tf_keras.layers.Dense) and m.units == units and m.use_bias
         ]
-        if not found:
-            raise InvalidInput(f"{type(model).__name__} has no output layer of {units} units")
-        return found[-1]
+        return found[-1] if found else None
 
     def start_head(self, model: TFPreTrainedModel, train: Dataset, labels: LabelInfo) -> None:
         """Adjust a freshly initialised head to the training data before the first step (a

@@ -165,7 +165,12 @@ class MultiLabelClassification(TaskType):
         threshold for long (the prior initialisation of Lin et al., "Focal Loss", 2017)."""
         hot = np.asarray(column_array(train, LABELS), dtype=np.float64)
         rate = (hot.sum(axis=0) + 0.5) / (len(hot) + 1.0)
-        self.output_layer(model).bias.assign(np.log(rate / (1.0 - rate)).astype(np.float32))
+        output = self.output_layer(model)
+        if output is None:
+            raise InvalidInput(
+                f"{type(model).__name__} has no output layer of {labels.num_labels} units"
+            )
+        output.bias.assign(np.log(rate / (1.0 - rate)).astype(np.float32))
 
     def build_step_variables(self, model: TFPreTrainedModel, labels: LabelInfo) -> None:
         shape = [1, labels.num_labels]
