@@ -46,7 +46,9 @@ def test_minilm_tags_conll_entities_from_250_sentences(tmp_path: Path) -> None:
         validation_file=str(DATA / "conll2003" / "validation.jsonl"),
         text_column="tokens",
         label_column="ner_tags",
-        hyperparameters={"epochs": 3, "learning_rate": 1e-4},
+        # Batch 8 (96 steps) at 2e-4: F1 0.50-0.59 over seeds 42, 1-5 in float32, where batch 16
+        # at 1e-4 (48 steps) gave 0.27-0.33 and failed the bar below on seed 42.
+        hyperparameters={"epochs": 3, "learning_rate": 2e-4, "batch_size": 8},
     )
     report = metrics["report"]
     print(f"MiniLM on 250 CoNLL sentences: {report['metrics']}, baseline {report['baseline']}")
