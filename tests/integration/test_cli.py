@@ -132,7 +132,7 @@ def test_train_from_another_folder_resumes_after_ctrl_c(
                 "training_file": "train.csv",
                 "text_column": "sentence",
                 "label_column": "label",
-                "hyperparameters": {"epochs": 20, "batch_size": 4, "learning_rate": 0.005},
+                "hyperparameters": {"epochs": 6, "batch_size": 4, "learning_rate": 0.005},
             }
         )
     )

@@ -29,7 +29,7 @@ from tests.support.webhooks import Receiver
 
 # Long enough to be interrupted mid-way on tiny models: 100 steps an epoch.
 SLOW_JOB = {
-    "epochs": 6,
+    "epochs": 4,  # 400 steps: time to freeze, kill or stop a worker part-way
     "batch_size": 4,
     "learning_rate": 0.005,
     "checkpoint_every_steps": 20,
@@ -157,7 +157,7 @@ def test_redis_restart_loses_nothing_and_running_job_finishes(
     redis_server, svc = stack
     client = client_for(svc)
     svc.start_worker("steady")
-    running = upload_and_submit(client, data_dir)
+    running = upload_and_submit(client, data_dir, epochs=6)  # still running after the restart
     queued = upload_and_submit(client, data_dir, epochs=1)
     wait_for_step(client, running, 40)
     files_before = client.files()
@@ -500,13 +500,16 @@ def test_a_worker_frozen_while_saving_cannot_publish_over_its_successor(
     Its late writes go to its own attempt's folder and its publish is refused; the job's model
     is the successor's, equal to an uninterrupted run's; one terminal event."""
     sst2 = Path(__file__).resolve().parents[1] / "data" / "sst2"
+    for split in ("train", "validation"):  # 100 rows each: the save is what this test is about
+        lines = (sst2 / f"{split}.csv").read_text().splitlines(keepends=True)
+        (tmp_path / f"{split}.csv").write_text("".join(lines[:101]))
     with running_service(tmp_path, models_dir) as (redis_server, svc):
         client = client_for(svc)
         workers = {name: svc.start_worker(name) for name in ("frozen", "successor")}
         body = {
             "model": "all-MiniLM-L6-v2",
-            "training_file": client.upload(sst2 / "train.csv").id,
-            "validation_file": client.upload(sst2 / "validation.csv").id,
+            "training_file": client.upload(tmp_path / "train.csv").id,
+            "validation_file": client.upload(tmp_path / "validation.csv").id,
             "text_column": "sentence",
             "hyperparameters": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-4},
         }

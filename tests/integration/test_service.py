@@ -510,7 +510,7 @@ def test_keep_checkpoints_keeps_only_the_newest(alice: Client, train_file: FileO
     job = submit_tiny(
         alice,
         train_file.id,
-        hyperparameters={"epochs": 2, "checkpoint_every_steps": 3, "keep_checkpoints": 2},
+        hyperparameters={"epochs": 2, "checkpoint_every_steps": 10, "keep_checkpoints": 2},
     )
     done = finish(alice, job.id)
     assert done.status == "succeeded"

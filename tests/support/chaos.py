@@ -92,8 +92,15 @@ def holds_running_job(store: Store, worker_name: str, job_ids: list[str]) -> boo
 
 
 def run_chaos(
-    workdir: Path, seconds: float, workers: int = 2, seed: int = 1, drain_seconds: float = 300
+    workdir: Path,
+    seconds: float,
+    workers: int = 2,
+    seed: int = 1,
+    drain_seconds: float = 300,
+    fault_gap: tuple[float, float] = (5, 15),
 ) -> Report:
+    """Faults (worker SIGKILL, worker SIGTERM, Redis restart) every `fault_gap` seconds (drawn
+    uniformly) for `seconds` while jobs keep arriving, then a drain and an account."""
     rng = random.Random(seed)
     report = Report()
     build_tiny_bert(workdir / "models" / "tiny")
@@ -155,7 +162,7 @@ def run_chaos(
                     names.append(f"r{counter}")
                     pool.append(service.start_worker(names[-1], wait=False))
                 last_fault = time.monotonic()
-                next_fault = time.monotonic() + rng.uniform(5, 15)
+                next_fault = time.monotonic() + rng.uniform(*fault_gap)
             time.sleep(rng.uniform(0.5, 2.0))
         report.acknowledged = len(job_ids)
 
