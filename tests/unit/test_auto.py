@@ -19,17 +19,31 @@ AUTO = Hyperparameters(
 SHORT = np.full(1000, 20)
 
 
-def test_a_small_data_set_gets_enough_optimizer_steps() -> None:
+def test_a_small_data_set_gets_many_passes_decayed() -> None:
     chosen = resolve_auto(AUTO, 300, SHORT[:300], [150, 150], hidden_size=384)
     hp = chosen.hyperparameters
-    # 300 rows of batch 16: 19 steps an epoch; 3 epochs (57 steps) learned nothing here.
-    assert (hp.batch_size, hp.epochs, hp.learning_rate) == (16, 10, 1e-4)
+    # 300 rows of batch 16: 19 steps an epoch; 3 epochs (57 steps) learned nothing here, and
+    # 20 epochs decayed beat 10 held at a doubled rate on every seed measured.
+    assert (hp.batch_size, hp.epochs, hp.learning_rate) == (16, 20, 5e-5)
     assert "19 steps per epoch" in chosen.reasons["epochs"]["reason"]
+    assert "2-20 epochs" in chosen.reasons["epochs"]["reason"]
     reason = chosen.reasons["learning_rate"]["reason"]
-    assert "small model (hidden size 384), doubled for a short run (190 optimizer" in reason
+    assert reason == "a small model (hidden size 384)"  # 380 steps, but 20 passes: not doubled
     assert hp.class_weight is None  # 150 against 150
-    assert hp.lr_scheduler == "constant"  # 190 steps: a decay to 0 would cut them short
-    assert "fewer than 1200" in chosen.reasons["lr_scheduler"]["reason"]
+    assert hp.lr_scheduler == "linear"
+    assert "20 passes over a small data set" in chosen.reasons["lr_scheduler"]["reason"]
+
+
+def test_a_short_run_of_few_epochs_gets_a_doubled_rate_held_constant() -> None:
+    few = AUTO.model_copy(update={"epochs": 3})  # 500 rows: 32 steps an epoch, 96 in all
+    chosen = resolve_auto(few, 500, SHORT[:500], [250, 250], hidden_size=384)
+    hp = chosen.hyperparameters
+    assert (hp.learning_rate, hp.lr_scheduler) == (1e-4, "constant")
+    assert (
+        "doubled for a short run (96 optimizer steps in 3 epochs)"
+        in (chosen.reasons["learning_rate"]["reason"])
+    )
+    assert "a decay to 0 would cut learning short" in chosen.reasons["lr_scheduler"]["reason"]
 
 
 def test_a_mid_sized_data_set_gets_about_the_target_steps() -> None:

@@ -10,12 +10,16 @@ does not, while on full CoLA 1e-4 gave MCC 0.215 against 0.244 at 3e-5); imbalan
 needs class weights (full CoLA, 70% one class: MCC 0.316 balanced against 0.250); on long runs
 a small model did better at 3e-5 and with a decay to 0 (full CoLA, auto otherwise, one run
 each: 5e-5 constant 0.251, 3e-5 constant 0.291, 5e-5 linear 0.296, 3e-5 linear 0.319), while
-one epoch decayed to 0 learned nothing. So: a batch size that keeps memory in bounds for long
-rows, enough epochs to reach about `TARGET_STEPS` optimizer steps (between `MIN_EPOCHS` and
-`MAX_EPOCHS`), more when the rarest class would be seen too seldom, a peak learning rate by
-model width (doubled for short runs, 3e-5 for small models on long ones), with
-`lr_scheduler: "auto"` linear decay for runs of `LONG_RUN_STEPS` or more (constant below),
-and, with `class_weight: "auto"`, balanced class weights for imbalanced labels.
+one epoch decayed to 0 learned nothing. Tiny data sets want many passes with a decay: 300
+SST-2 rows, seeds 1, 2, 3, gave validation accuracy 0.762, 0.720, 0.703 (median 0.720) with
+10 epochs at 1e-4 held constant, and 0.766, 0.725, 0.752 (median 0.752) with 20 epochs at
+5e-5 decayed linearly (0.779, 0.725, 0.749 at 3e-5): better on every seed. So: a batch size
+that keeps memory in bounds for long rows, enough epochs to reach about `TARGET_STEPS`
+optimizer steps (between `MIN_EPOCHS` and `MAX_EPOCHS`), more when the rarest class would be
+seen too seldom, a peak learning rate by model width (doubled for short runs of few epochs,
+3e-5 for small models on long ones), with `lr_scheduler: "auto"` linear decay for runs of
+`LONG_RUN_STEPS` or more or of `MANY_EPOCHS` or more (constant otherwise), and, with
+`class_weight: "auto"`, balanced class weights for imbalanced labels.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ import numpy as np
 from app.core.schemas import Hyperparameters
 
 TARGET_STEPS = 1200
-MIN_EPOCHS, MAX_EPOCHS = 2, 10
+MIN_EPOCHS, MAX_EPOCHS = 2, 20
 LARGE_EPOCH_STEPS = 5000  # an epoch this long is enough on its own: one epoch
 MIN_MINORITY_VIEWS = 300  # rows of the rarest class seen over training, at least
 LARGE_DATA_ROWS = 20_000
 LONG_ROWS = 256  # tokens at the 95th percentile: halve the batch
-SHORT_RUN_STEPS = 600  # fewer optimizer steps than this: a doubled learning rate
+SHORT_RUN_STEPS = 600  # fewer optimizer steps than this, over few epochs: a doubled rate
+MANY_EPOCHS = 10  # this many passes or more: a decay to 0 has time to help, no doubled rate
 LONG_RUN_STEPS = 1200  # this many or more: linear decay ("auto" schedule), 3e-5 for small models
 IMBALANCED = 1.5  # majority / minority rows from which class weights are balanced
 
@@ -72,19 +77,22 @@ def resolve_auto(
     total_steps = math.ceil(rows / batch_size) * epochs
     learning_rate = hp.learning_rate
     if learning_rate == "auto":
-        learning_rate = auto_learning_rate(hidden_size, total_steps, reasons)
+        learning_rate = auto_learning_rate(hidden_size, total_steps, epochs, reasons)
     lr_scheduler = hp.lr_scheduler
     if lr_scheduler == "auto":
-        lr_scheduler = "linear" if total_steps >= LONG_RUN_STEPS else "constant"
-        reasons["lr_scheduler"] = {
-            "value": lr_scheduler,
-            "reason": f"{total_steps} optimizer steps: "
-            + (
-                "long enough to decay to 0"
-                if lr_scheduler == "linear"
-                else f"fewer than {LONG_RUN_STEPS}, a decay to 0 would cut learning short"
-            ),
-        }
+        if total_steps >= LONG_RUN_STEPS:
+            lr_scheduler = "linear"
+            why = f"{total_steps} optimizer steps: long enough to decay to 0"
+        elif epochs >= MANY_EPOCHS:
+            lr_scheduler = "linear"
+            why = f"{epochs} passes over a small data set: long enough to decay to 0"
+        else:
+            lr_scheduler = "constant"
+            why = (
+                f"{total_steps} optimizer steps in {epochs} epochs: fewer than {LONG_RUN_STEPS}, "
+                "a decay to 0 would cut learning short"
+            )
+        reasons["lr_scheduler"] = {"value": lr_scheduler, "reason": why}
     class_weight = hp.class_weight
     if class_weight == "auto":
         class_weight = auto_class_weight(class_counts, reasons)
@@ -100,9 +108,12 @@ def resolve_auto(
     return AutoChoices(resolved, reasons)
 
 
-def auto_learning_rate(hidden_size: int | None, total_steps: int, reasons: dict[str, Any]) -> float:
-    """By model width, doubled for short runs (few steps need larger ones); small models
-    take 3e-5 on long runs."""
+def auto_learning_rate(
+    hidden_size: int | None, total_steps: int, epochs: int, reasons: dict[str, Any]
+) -> float:
+    """By model width, doubled for short runs of few epochs (few steps need larger ones; many
+    passes over a tiny data set do better at the plain rate, decayed); small models take 3e-5
+    on long runs."""
     if hidden_size is not None and hidden_size <= 384 and total_steps >= LONG_RUN_STEPS:
         rate = 3e-5
         why = f"a small model (hidden size {hidden_size}) on a long run ({total_steps} steps)"
@@ -112,9 +123,9 @@ def auto_learning_rate(hidden_size: int | None, total_steps: int, reasons: dict[
         rate, why = 3e-5, f"a base-sized model (hidden size {hidden_size})"
     else:
         rate, why = 2e-5, f"a large model (hidden size {hidden_size})"
-    if total_steps < SHORT_RUN_STEPS:
+    if total_steps < SHORT_RUN_STEPS and epochs < MANY_EPOCHS:
         rate *= 2
-        why += f", doubled for a short run ({total_steps} optimizer steps)"
+        why += f", doubled for a short run ({total_steps} optimizer steps in {epochs} epochs)"
     reasons["learning_rate"] = {"value": rate, "reason": why}
     return rate
 
