@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.factories import first_rows
+
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def first(source: Path, rows: int, target: Path) -> str:
-    """The first `rows` lines of a sample (the suite's time budget)."""
-    lines = source.read_text().splitlines(keepends=True)
-    target.write_text("".join(lines[: rows + (source.suffix == ".csv")]))
-    return str(target)
 
 
 def run(tmp_path: Path, **fields: Any) -> dict[str, Any]:
@@ -28,7 +23,8 @@ def run(tmp_path: Path, **fields: Any) -> dict[str, Any]:
     from worker.pipeline.run import PipelineOptions, run_pipeline
     from worker.reporter import LogReporter
 
-    spec = JobSpec.model_validate({"model": "all-MiniLM-L6-v2", **fields})
+    paths_as_text = {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}
+    spec = JobSpec.model_validate({"model": "all-MiniLM-L6-v2", **paths_as_text})
     return run_pipeline(
         spec,
         tmp_path / "model",
@@ -42,7 +38,7 @@ def test_minilm_tags_conll_entities_from_250_sentences(tmp_path: Path) -> None:
     metrics = run(
         tmp_path,
         task="token_classification",
-        training_file=first(DATA / "conll2003" / "train.jsonl", 250, tmp_path / "train.jsonl"),
+        training_file=first_rows(DATA / "conll2003" / "train.jsonl", 250, tmp_path / "train.jsonl"),
         validation_file=str(DATA / "conll2003" / "validation.jsonl"),
         text_column="tokens",
         label_column="ner_tags",
@@ -62,7 +58,7 @@ def test_minilm_learns_emotions_from_300_goemotions_rows(tmp_path: Path) -> None
     metrics = run(
         tmp_path,
         task="multi_label_classification",
-        training_file=first(DATA / "goemotions" / "train.jsonl", 300, tmp_path / "train.jsonl"),
+        training_file=first_rows(DATA / "goemotions" / "train.jsonl", 300, tmp_path / "t.jsonl"),
         validation_file=str(DATA / "goemotions" / "validation.jsonl"),
         label_column="labels",
         hyperparameters={"epochs": 3, "learning_rate": 1e-4},
@@ -80,8 +76,8 @@ def test_minilm_adapts_to_sst2_text(tmp_path: Path) -> None:
     metrics = run(
         tmp_path,
         task="masked_lm",
-        training_file=first(DATA / "sst2" / "train.csv", 100, tmp_path / "train.csv"),
-        validation_file=first(DATA / "sst2" / "validation.csv", 100, tmp_path / "valid.csv"),
+        training_file=first_rows(DATA / "sst2" / "train.csv", 100, tmp_path / "train.csv"),
+        validation_file=first_rows(DATA / "sst2" / "validation.csv", 100, tmp_path / "valid.csv"),
         text_column="sentence",
         hyperparameters={"epochs": 1, "learning_rate": 1e-4},
     )

@@ -22,6 +22,7 @@ from app.core.schemas import Job, JobCreate, JobSpec, JobStatus
 from app.core.settings import Settings
 from app.core.store import JobRecord, Store, connect, new_id, now
 from finetune import Client, Invalid
+from tests.support.factories import first_rows
 from tests.support.harness import RedisServer, Service, running_service, wait_until
 from tests.support.jobs import tiny_job_body
 from tests.support.jobs import upload_and_submit as submit_tiny_upload
@@ -510,8 +511,7 @@ def test_a_worker_frozen_while_saving_cannot_publish_over_its_successor(
     is the successor's, equal to an uninterrupted run's; one terminal event."""
     sst2 = Path(__file__).resolve().parents[1] / "data" / "sst2"
     for split in ("train", "validation"):  # 100 rows each: the save is what this test is about
-        lines = (sst2 / f"{split}.csv").read_text().splitlines(keepends=True)
-        (tmp_path / f"{split}.csv").write_text("".join(lines[:101]))
+        first_rows(sst2 / f"{split}.csv", 100, tmp_path / f"{split}.csv")
     with running_service(tmp_path, models_dir) as (redis_server, svc):
         client = client_for(svc)
         workers = {name: svc.start_worker(name) for name in ("frozen", "successor")}

@@ -155,3 +155,11 @@ def entity_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
         tags.append("O")
         rows.append({"tokens": words, "ner_tags": tags})
     return rows
+
+
+def first_rows(source: Path, rows: int, target: Path) -> Path:
+    """The first `rows` rows of a committed sample (a CSV keeps its header), written to
+    `target`: the suite's time budget, where a test needs real data but not all of it."""
+    lines = source.read_text().splitlines(keepends=True)
+    target.write_text("".join(lines[: rows + (source.suffix == ".csv")]))
+    return target
