@@ -72,14 +72,15 @@ def test_multi_label_learns_saves_its_threshold_and_predicts_label_sets(
 ) -> None:
     from transformers import TFAutoModelForSequenceClassification
 
-    metrics = train(multi_label_spec(topics, epochs=4), tmp_path, models_dir)
+    metrics = train(multi_label_spec(topics, epochs=6), tmp_path, models_dir)
     final = metrics["final"]
     assert {"f1_micro", "f1_macro", "exact_match", "loss"} <= set(final)
     report = metrics["report"]
     assert report["task"] == "multi_label_classification"
-    # A tiny random model learns one word feature after another: after 4 epochs one label
-    # well and the others partly (which one first depends on the seed's dropout masks); the
-    # baseline answers the empty set.
+    # A tiny random model learns one word feature after another: after 6 epochs one label
+    # well and the others partly (which one first depends on the seed's dropout masks and on
+    # the CPU: in bfloat16 on AMX, 4 epochs still gave every row every label, F1 macro 0.62,
+    # against 0.75 in float32 and 0.88 after 6 epochs); the baseline answers the empty set.
     assert report["metrics"]["f1_macro"] > 0.7 > 0.1 > report["baseline"]["f1_macro"]
     assert [c["label"] for c in report["per_class"]] == ["film", "negative", "positive"]
     assert max(c["f1"] for c in report["per_class"]) > 0.95
