@@ -58,7 +58,9 @@ def test_minilm_learns_emotions_from_300_goemotions_rows(tmp_path: Path) -> None
     metrics = run(
         tmp_path,
         task="multi_label_classification",
-        training_file=first_rows(DATA / "goemotions" / "train.jsonl", 300, tmp_path / "t.jsonl"),
+        training_file=first_rows(
+            DATA / "goemotions" / "train.jsonl", 300, tmp_path / "train.jsonl"
+        ),
         validation_file=str(DATA / "goemotions" / "validation.jsonl"),
         label_column="labels",
         hyperparameters={"epochs": 3, "learning_rate": 1e-4},
