@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,6 +126,54 @@ def test_under_mixed_precision_the_head_outputs_float32(models_dir: Path) -> Non
         model = load_model(ref, masked, LabelInfo("masked_lm"))
         compute_output_in_float32(model, masked)  # tied to the embeddings: left as it is
         assert model(inputs).logits.dtype == tf.bfloat16
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+
+
+def test_under_bfloat16_the_activations_compute_in_float32(models_dir: Path) -> None:
+    """GELU runs in float32 (vectorised on CPUs, unlike bfloat16) and hands bfloat16 on: the
+    model's own function, computed more precisely; Keras' layers and float32 runs untouched."""
+    import tensorflow as tf
+    import tf_keras
+    from transformers.activations_tf import get_tf_activation
+
+    from app.core.catalog import ModelRef
+    from worker.pipeline.data import LabelInfo
+    from worker.pipeline.model import compute_activations_in_float32, load_model
+    from worker.pipeline.tasks import task_named
+
+    ref = ModelRef(name="tiny", source="local", location=str(models_dir / "tiny"))
+    task, labels = task_named("sequence_classification"), LabelInfo("classification", ["a", "b"])
+    gelu = get_tf_activation("gelu")
+
+    def patched(model: Any) -> list[Any]:
+        return [
+            layer
+            for layer in model._flatten_layers()
+            if getattr(getattr(layer, "intermediate_act_fn", None), "computes_in_float32", False)
+        ]
+
+    model = load_model(ref, task, labels)
+    compute_activations_in_float32(model)  # float32 policy: nothing to do
+    assert patched(model) == []
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = load_model(ref, task, labels)
+        inputs = {"input_ids": tf.constant([[2, 10, 11, 3]]), "attention_mask": tf.ones([1, 4])}
+        before = model(inputs).logits.numpy()
+        compute_activations_in_float32(model)
+        layers = patched(model)
+        assert len(layers) == model.config.num_hidden_layers  # each layer's intermediate GELU
+        x = tf.cast(tf.linspace(-4.0, 4.0, 1001), tf.bfloat16)
+        y = layers[0].intermediate_act_fn(x)
+        assert y.dtype == tf.bfloat16
+        exact = gelu(tf.cast(x, tf.float32))
+        assert tf.reduce_all(y == tf.cast(exact, tf.bfloat16))  # float32, rounded once
+        assert not tf.reduce_all(gelu(x) == y)  # bfloat16 throughout rounds differently
+        after = model(inputs).logits.numpy()
+        assert abs(after - before).max() < 0.05  # the same function
+        pooler = model.bert.pooler.dense  # a Keras Dense: serialises "tanh" by name
+        assert pooler.activation is tf_keras.activations.tanh
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
 

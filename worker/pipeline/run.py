@@ -37,6 +37,7 @@ from worker.pipeline.data import (
 )
 from worker.pipeline.model import (
     build_model,
+    compute_activations_in_float32,
     compute_output_in_float32,
     find_model,
     load_pristine,
@@ -152,6 +153,7 @@ def _run(
     else:
         model = loaded if loaded is not None else build_model(task, pristine, hp.seed)
         compute_output_in_float32(model, task)
+        compute_activations_in_float32(model)
     tokenizer = pristine.tokenizer
     reporter.event(
         "stage",
