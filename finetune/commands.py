@@ -160,6 +160,9 @@ def register(cli: typer.Typer) -> None:
             str | None, typer.Option(help="token classification: 'refuse' or 'repair' IOB2")
         ] = None,
         epochs: int | None = None,
+        max_steps: Annotated[
+            int | None, typer.Option(help="train exactly this many steps (overrides epochs)")
+        ] = None,
         batch_size: int | None = None,
         learning_rate: float | None = None,
         max_length: int | None = None,
@@ -175,6 +178,7 @@ def register(cli: typer.Typer) -> None:
             k: v
             for k, v in {
                 "epochs": epochs,
+                "max_steps": max_steps,
                 "batch_size": batch_size,
                 "learning_rate": learning_rate,
                 "max_length": max_length,

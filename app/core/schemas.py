@@ -111,6 +111,14 @@ class Hyperparameters(StrictModel):
     learning_rate: Auto | Annotated[float, Field(gt=0, le=1.0)] = Field(
         default=5e-5, description="'auto': from the model's width (small models take more)"
     )
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="train exactly this many optimizer steps, the last pass over the data "
+        "cut short where they end (overrides epochs; the schedule spans these steps); "
+        "null: epochs decide",
+    )
     max_length: int = Field(default=128, ge=8, le=512)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "auto"] = Field(

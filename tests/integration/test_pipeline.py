@@ -286,6 +286,35 @@ def test_resumed_run_ends_with_the_same_weights(
         )
 
 
+def test_max_steps_ends_inside_an_epoch_and_resumes_there(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """40 steps of 25-step epochs: one whole pass and the first 15 batches of the second,
+    the schedule spanning the 40; a crash at 37 resumes from the checkpoint at 35 and ends
+    with the uninterrupted run's weights."""
+    spec = spec_for(
+        data_dir / "train.csv", data_dir / "validation.csv", epochs=3, max_steps=40
+    )
+    reporter = Recorder()
+    metrics = train(spec, tmp_path / "straight", models_dir, reporter)
+    assert metrics["global_step"] == reporter.steps[-1] == 40
+    assert [(e.epoch, e.step) for e in reporter.evaluations] == [(1.0, 25), (1.6, 40)]
+    stages = [message for kind, message, _ in reporter.events if kind == "stage"]
+    assert "training: 2 epochs of 25 steps, 40 steps in all (max_steps)" in stages
+    job = json.loads((tmp_path / "straight" / "model" / "job.json").read_text())
+    assert job["hyperparameters"]["max_steps"] == 40
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=37))
+    metrics = train(spec, tmp_path / "resumed", models_dir, Recorder())
+    assert metrics["resumed_from_step"] == 35 and metrics["global_step"] == 40
+    straight = final_weights(tmp_path / "straight" / "model")
+    resumed = final_weights(tmp_path / "resumed" / "model")
+    for name in straight:
+        np.testing.assert_allclose(
+            resumed[name], straight[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+
+
 def test_a_warm_worker_reuses_data_and_weights_and_trains_the_same(
     models_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:

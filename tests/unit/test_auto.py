@@ -91,3 +91,17 @@ def test_values_given_are_kept_and_only_auto_is_explained() -> None:
 def test_only_auto_or_a_number(field: str) -> None:
     with pytest.raises(ValidationError):
         Hyperparameters(**{field: "fast"})
+
+
+def test_max_steps_sets_the_length_the_rules_judge() -> None:
+    # 8,551 rows of batch 32 (268 steps an epoch) cut at 400 steps: 2 passes, a short run.
+    capped = AUTO.model_copy(update={"batch_size": 32, "max_steps": 400})
+    chosen = resolve_auto(capped, 8551, SHORT, [2528, 6023], hidden_size=384)
+    hp = chosen.hyperparameters
+    assert hp.epochs == 2 and hp.max_steps == 400
+    assert chosen.reasons["epochs"]["reason"] == "max_steps 400 at 268 steps per epoch"
+    assert hp.learning_rate == 1e-4  # 400 steps in 2 passes: doubled, as for any short run
+    assert hp.lr_scheduler == "constant"
+    long_cap = capped.model_copy(update={"max_steps": 1300})
+    hp_long = resolve_auto(long_cap, 8551, SHORT, [2528, 6023], hidden_size=384).hyperparameters
+    assert (hp_long.epochs, hp_long.learning_rate, hp_long.lr_scheduler) == (5, 3e-5, "linear")

@@ -92,3 +92,24 @@ def test_batches_are_padded_to_their_bucket(tmp_path: Path) -> None:
     assert (batch["input_ids"][0, 2:] == 0).all()  # [PAD]
     longer = collate([{"input_ids": [4] * 13, "attention_mask": [1] * 13}])
     assert longer["input_ids"].shape == (1, 13)  # past the last bucket: as long as it is
+
+
+def test_a_run_that_ends_inside_an_epoch_takes_its_first_batches() -> None:
+    from datasets import Dataset
+
+    from worker.pipeline.batching import plan_epoch
+    from worker.pipeline.data import LENGTH
+    from worker.pipeline.train import run_length
+
+    lengths = np.random.default_rng(5).integers(3, 40, size=100)
+    plan = plan_epoch(Dataset.from_dict({LENGTH: lengths}), 16, 42, 1, True)
+    assert plan.steps == 7  # six of 16 and the short one of 4, last
+    part = plan.first(3)
+    assert part.steps == 3 and len(part.order) == 48
+    assert part.order.tolist() == plan.order[:48].tolist()
+    assert part.real_tokens.sum() == lengths[part.order].sum()
+    assert plan.first(7) is plan and plan.first(9) is plan
+    # max_steps: as many passes as the steps take, the last one cut short.
+    assert run_length(3, 7, None) == (3, 21)
+    assert run_length(3, 7, 10) == (2, 10)  # 7 + 3: the second pass has 3 batches
+    assert run_length(1, 7, 14) == (2, 14)  # more steps than epochs give: max_steps wins

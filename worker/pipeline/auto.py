@@ -72,9 +72,19 @@ def resolve_auto(
             why += f", long rows ({p95} tokens at the 95th percentile)"
         reasons["batch_size"] = {"value": batch_size, "reason": why}
     epochs = hp.epochs
-    if epochs == "auto":
+    steps_per_epoch = max(math.ceil(rows / batch_size), 1)
+    if hp.max_steps is not None:
+        # The run's length is given in steps: the rules below judge it by those.
+        passes = math.ceil(hp.max_steps / steps_per_epoch)
+        if epochs == "auto":
+            reasons["epochs"] = {
+                "value": passes,
+                "reason": f"max_steps {hp.max_steps} at {steps_per_epoch} steps per epoch",
+            }
+        epochs = passes
+    elif epochs == "auto":
         epochs = auto_epochs(rows, batch_size, class_counts, reasons)
-    total_steps = math.ceil(rows / batch_size) * epochs
+    total_steps = hp.max_steps or steps_per_epoch * epochs
     learning_rate = hp.learning_rate
     if learning_rate == "auto":
         learning_rate = auto_learning_rate(hidden_size, total_steps, epochs, reasons)

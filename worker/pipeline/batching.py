@@ -45,6 +45,18 @@ class EpochPlan:
     def steps(self) -> int:
         return len(self.rows)
 
+    def first(self, steps: int) -> EpochPlan:
+        """The epoch's first `steps` batches only (a run that ends inside this epoch)."""
+        if steps >= self.steps:
+            return self
+        return EpochPlan(
+            self.order[: int(self.rows[:steps].sum())],
+            self.batch_size,
+            self.real_tokens[:steps],
+            self.rows[:steps],
+            self.longest[:steps],
+        )
+
     def padded_lengths(self, buckets: np.ndarray) -> np.ndarray:
         return buckets[np.searchsorted(buckets, self.longest)]
 

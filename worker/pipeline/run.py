@@ -205,7 +205,8 @@ def _run(
     before = trainer.before_training()
     reporter.event(
         "stage",
-        f"training: {trainer.epochs} epochs of {trainer.steps_per_epoch} steps",
+        f"training: {trainer.epochs} epochs of {trainer.steps_per_epoch} steps"
+        + (f", {trainer.total_steps} steps in all (max_steps)" if hp.max_steps else ""),
         total_steps=trainer.total_steps,
     )
     if trainer.class_weight is not None:

@@ -107,6 +107,15 @@ def concrete(hp: Hyperparameters) -> tuple[int, int, float]:
     return hp.epochs, hp.batch_size, hp.learning_rate
 
 
+def run_length(epochs: int, steps_per_epoch: int, max_steps: int | None) -> tuple[int, int]:
+    """(passes over the data, optimizer steps): `epochs` whole ones, or with `max_steps` as
+    many as those steps take, the last one cut short where they end (Hugging Face's
+    `max_steps`)."""
+    if max_steps is None:
+        return epochs, epochs * steps_per_epoch
+    return math.ceil(max_steps / steps_per_epoch), max_steps
+
+
 def class_weights(
     setting: str | dict[str, float] | None, names: list[str], train_labels: np.ndarray
 ) -> dict[int, float] | None:
@@ -154,9 +163,9 @@ class Trainer:
         self.labels, self.hp, self.reporter = labels, hp, reporter
         self.epochs, self.batch_size, learning_rate = concrete(hp)
         self.steps_per_epoch = math.ceil(len(train_ds) / self.batch_size)
-        self.total_steps = self.steps_per_epoch * self.epochs
-        if self.total_steps == 0:
+        if self.steps_per_epoch == 0:
             raise InvalidInput("training data has no rows")
+        self.epochs, self.total_steps = run_length(self.epochs, self.steps_per_epoch, hp.max_steps)
         warmup_steps = int(hp.warmup_ratio * self.total_steps)
         scheduler = hp.lr_scheduler
         assert scheduler != "auto"  # resolved with the rest (`concrete` said so)
@@ -348,6 +357,7 @@ class Trainer:
     def _run_epoch(self) -> tuple[int, int]:
         hp, state = self.hp, self.state
         plan = plan_epoch(self.train_ds, self.batch_size, hp.seed, state.epoch, hp.group_by_length)
+        plan = plan.first(self.total_steps - state.epoch * self.steps_per_epoch)
         skip = state.step_in_epoch
         real = int(plan.real_tokens[skip:].sum())
         padded = int(plan.padded_tokens(self.buckets)[skip:].sum())
