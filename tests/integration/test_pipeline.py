@@ -303,6 +303,13 @@ def test_max_steps_ends_inside_an_epoch_and_resumes_there(
     assert "training: 2 epochs of 25 steps, 40 steps in all (max_steps)" in stages
     job = json.loads((tmp_path / "straight" / "model" / "job.json").read_text())
     assert job["hyperparameters"]["max_steps"] == 40
+    # Step 40 is a periodic checkpoint (every 5) and the epoch's end: the tensors are written
+    # once, then only the state again (epoch 2 done).
+    checkpoints = tmp_path / "straight" / "checkpoints"
+    state = checkpoints / "ckpt-40.state.json"
+    assert json.loads(state.read_text())["epoch"] == 2
+    tensors = max(p.stat().st_mtime_ns for p in checkpoints.glob("ckpt-40.data-*"))
+    assert tensors < state.stat().st_mtime_ns
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=37))
     metrics = train(spec, tmp_path / "resumed", models_dir, Recorder())
