@@ -292,9 +292,7 @@ def test_max_steps_ends_inside_an_epoch_and_resumes_there(
     """40 steps of 25-step epochs: one whole pass and the first 15 batches of the second,
     the schedule spanning the 40; a crash at 37 resumes from the checkpoint at 35 and ends
     with the uninterrupted run's weights."""
-    spec = spec_for(
-        data_dir / "train.csv", data_dir / "validation.csv", epochs=3, max_steps=40
-    )
+    spec = spec_for(data_dir / "train.csv", data_dir / "validation.csv", epochs=3, max_steps=40)
     reporter = Recorder()
     metrics = train(spec, tmp_path / "straight", models_dir, reporter)
     assert metrics["global_step"] == reporter.steps[-1] == 40
