@@ -107,19 +107,17 @@ class Checkpointer:
         state.saved_at = time.time()
         name = f"ckpt-{state.global_step}"
         self.guard()
-        state_file = self.directory / (name + CHECKPOINT_STATE_SUFFIX)
         latest = self.manager.latest_checkpoint
-        if self.last_saved_step == state.global_step and latest and Path(latest).name == name:
-            try:
-                write_atomically(state_file, state.to_json())
-            except OSError as exc:
-                raise StorageError(
-                    f"could not write checkpoint at step {state.global_step}: {exc}"
-                ) from exc
-            return latest
+        tensors_saved = (
+            self.last_saved_step == state.global_step
+            and latest is not None
+            and Path(latest).name == name
+        )
         try:
-            write_atomically(state_file, state.to_json())
-            path = self.manager.save(checkpoint_number=state.global_step)
+            write_atomically(self.directory / (name + CHECKPOINT_STATE_SUFFIX), state.to_json())
+            path = (
+                latest if tensors_saved else self.manager.save(checkpoint_number=state.global_step)
+            )
         except (OSError, tf.errors.OpError) as exc:
             raise StorageError(
                 f"could not write checkpoint at step {state.global_step}: {exc}"
