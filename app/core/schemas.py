@@ -127,8 +127,8 @@ class Hyperparameters(StrictModel):
         # 0.244), so short and small jobs no longer come out predicting one class.
         default="constant",
         description="after the warm-up: constant at the peak, or linear or cosine decay to 0; "
-        "'auto': linear for runs of 1,200 optimizer steps or more or of 10 epochs or more, "
-        "constant for shorter ones",
+        "'auto': linear for runs of 1,200 optimizer steps or more, of 10 epochs or more, or "
+        "with class weights, constant for other shorter ones",
     )
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     class_weight: (
