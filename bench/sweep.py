@@ -1,5 +1,7 @@
-"""A sweep against the defaults: does searching find a model at least as good, and what does it
-cost in wall time against one trial?
+"""A sweep against the fixed defaults of its time (3 epochs, batch 16, 5e-5 held constant, no
+class weights; jobs default to "auto" since 2026-12-07, `bench.tasks.FIXED` keeps the old
+values): does searching find a model at least as good, and what does it cost in wall time
+against one trial?
 
 Starts its own Redis, API and one worker (loopback only), uploads the first --rows CoLA
 training rows and the whole CoLA validation file, then runs, through the service:
@@ -25,6 +27,7 @@ from typing import Any
 from app.core.catalog import packaged_model_folder
 from app.core.schemas import TERMINAL_STATUSES
 from bench.data import add_data_dir_option, data_set
+from bench.tasks import FIXED
 from finetune import Client
 from tests.support.harness import exit_cleanly_on_sigterm, running_service
 
@@ -62,6 +65,7 @@ def main() -> None:
                 "training_file": train,
                 "validation_file": validation,
                 "text_column": "sentence",
+                "hyperparameters": {"epochs": 3, **FIXED},
             }
             started = time.monotonic()
             submitted = client.submit(job)

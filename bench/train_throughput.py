@@ -180,6 +180,10 @@ def child_pipeline(setup: Setup, overrides: dict[str, Any]) -> dict[str, Any]:
             "epochs": setup.epochs,
             "batch_size": setup.batch_size,
             "learning_rate": LEARNING_RATE,
+            # The recipe's schedule and loss, not the service's "auto" defaults: the same
+            # settings side by side (a variant may change them).
+            "lr_scheduler": "constant",
+            "class_weight": None,
             "seed": setup.seed,
             **overrides,
         },

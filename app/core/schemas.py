@@ -100,16 +100,20 @@ class StrictModel(BaseModel):
 
 
 class Hyperparameters(StrictModel):
+    # "auto" by default (epochs, batch size, rate, schedule, class weights): measured with
+    # MiniLM, it beats the fixed values it replaced on every data set tried (full CoLA MCC
+    # 0.319 against 0.251 for 3 epochs of 5e-5 held constant; 300 SST-2 rows, three seeds:
+    # accuracy 0.752 against 0.732), and job.json says what it chose and why.
     epochs: Auto | Annotated[int, Field(ge=1, le=100)] = Field(
-        default=3,
+        default="auto",
         description="'auto': enough optimizer steps for small data sets, few epochs for large "
         "ones (job.json records the choice and why)",
     )
     batch_size: Auto | Annotated[int, Field(ge=1, le=1024)] = Field(
-        default=16, description="'auto': from the data set's size and token lengths"
+        default="auto", description="'auto': from the data set's size and token lengths"
     )
     learning_rate: Auto | Annotated[float, Field(gt=0, le=1.0)] = Field(
-        default=5e-5, description="'auto': from the model's width (small models take more)"
+        default="auto", description="'auto': from the model's width (small models take more)"
     )
     max_steps: int | None = Field(
         default=None,
@@ -122,10 +126,10 @@ class Hyperparameters(StrictModel):
     max_length: int = Field(default=128, ge=8, le=512)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "auto"] = Field(
-        # Constant by default: a decay to 0 halves a short run's learning (full CoLA, MiniLM,
-        # 3e-5, 1 epoch: MCC 0.000 with linear decay, 0.109 constant; 3 epochs: 0.250 against
-        # 0.244), so short and small jobs no longer come out predicting one class.
-        default="constant",
+        # A decay to 0 halves a short run's learning (full CoLA, MiniLM, 3e-5, 1 epoch: MCC
+        # 0.000 with linear decay, 0.109 constant; 3 epochs: 0.250 against 0.244), so "auto"
+        # holds short runs constant and decays long ones.
+        default="auto",
         description="after the warm-up: constant at the peak, or linear or cosine decay to 0; "
         "'auto': linear for runs of 1,200 optimizer steps or more, of 10 epochs or more, or "
         "with class weights, constant for other shorter ones",
@@ -139,8 +143,9 @@ class Hyperparameters(StrictModel):
         ]
         | None
     ) = Field(
-        default=None,
-        description="classification: weigh each class's rows in the loss; 'balanced' gives "
+        default="auto",
+        description="classification: weigh each class's rows in the loss (null: every row "
+        "weighs 1); 'balanced' gives "
         "rows/(classes x class rows) (scikit-learn's definition), a mapping label -> weight "
         "sets them (labels left out weigh 1); 'auto': balanced when the most frequent class "
         "has 1.5x the rows of the rarest or more",
@@ -747,8 +752,9 @@ SearchableName = Literal[
     "max_length",
     "class_weight",
     "seed",
+    "max_steps",
 ]
-INTEGER_HYPERPARAMETERS = frozenset({"epochs", "batch_size", "max_length", "seed"})
+INTEGER_HYPERPARAMETERS = frozenset({"epochs", "batch_size", "max_length", "seed", "max_steps"})
 
 
 class SearchDimension(StrictModel):
@@ -777,7 +783,7 @@ class SweepCreate(StrictModel):
     that job with the searched values in place, run as an ordinary job on the queue."""
 
     job: JobCreate
-    search: dict[SearchableName, SearchDimension] = Field(min_length=1, max_length=9)
+    search: dict[SearchableName, SearchDimension] = Field(min_length=1, max_length=10)
     method: Literal["grid", "random", "tpe"] = Field(
         default="tpe",
         description="grid: every combination of the `values` (at most max_trials); random: "

@@ -126,11 +126,36 @@ def test_dashboard_upload_form_submits_a_job(
     assert page.input_value("#text-column") == "sentence"
     assert page.input_value("#label-column") == "label"
     page.select_option("#model", "tiny")
-    page.fill("#epochs", "1")
+    # The API's defaults: "auto", which the worker resolves from the data set.
+    assert [page.input_value(f) for f in ("#epochs", "#lr", "#batch")] == ["auto"] * 3
+    page.fill("#lr", "fast")
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('form-error').textContent !== ''")
+    assert page.inner_text("#form-error") == 'Learning rate: a number, or "auto"'
+    page.fill("#lr", "0.005")
+    page.fill("#max-steps", "30")  # overrides the "auto" epochs
     page.click("#submit")
     page.wait_for_url("**/#/jobs/job_*")
     job_id = page.url.rsplit("/", 1)[1]
-    assert alice.wait(job_id, until=DONE, timeout=180, interval=0.2).status == "succeeded"
+    done = alice.wait(job_id, until=DONE, timeout=180, interval=0.2)
+    assert done.status == "succeeded" and done.progress.total_steps == 30
+    hp = done.hyperparameters
+    assert (hp.epochs, hp.batch_size, hp.learning_rate, hp.max_steps) == ("auto", "auto", 0.005, 30)
+    # The job page names what "auto" became.
+    page.wait_for_function(
+        "() => document.getElementById('events').textContent.includes('auto hyperparameters')"
+    )
+    assert "batch_size 16" in page.inner_text("#events")
+    shown = page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('#hyper tr')]"
+        ".map(r => [r.cells[0].textContent, r.cells[1].textContent]))"
+    )
+    assert (shown["batch_size"], shown["epochs"], shown["max_steps"]) == (
+        "auto: 16",
+        "auto: 2",
+        "30",
+    )
+    assert shown["learning_rate"] == "0.005"
 
 
 def test_list_and_charts_refresh_themselves(

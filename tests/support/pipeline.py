@@ -14,6 +14,12 @@ from worker.pipeline.run import PipelineOptions, run_pipeline
 from worker.reporter import LogReporter, StopSignal
 
 FAST = {
+    # Fixed values where jobs default to "auto": these tests are about the pipeline, and count
+    # its steps (3 epochs of 25 steps on the 400 rows); tests of "auto" ask for it.
+    "epochs": 3,
+    "batch_size": 16,
+    "lr_scheduler": "constant",
+    "class_weight": None,
     "learning_rate": 5e-3,
     "checkpoint_every_steps": 5,
     "log_every_steps": 1,

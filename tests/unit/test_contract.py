@@ -13,9 +13,15 @@ from app.core.schemas import Hyperparameters, JobCreate
 from app.core.settings import Settings, parse_api_keys
 
 
-def test_hyperparameter_defaults_match_the_documented_recipe() -> None:
+def test_hyperparameter_defaults_are_auto_where_the_data_decides() -> None:
     hp = Hyperparameters()
-    assert (hp.epochs, hp.batch_size, hp.learning_rate, hp.max_length) == (3, 16, 5e-5, 128)
+    chosen = (hp.epochs, hp.batch_size, hp.learning_rate, hp.lr_scheduler, hp.class_weight)
+    assert chosen == ("auto",) * 5
+    assert hp.max_length == 128 and hp.max_steps is None
+    # Each can still be given, and class weights turned off.
+    given = Hyperparameters(epochs=3, batch_size=16, learning_rate=5e-5, class_weight=None)
+    assert (given.epochs, given.batch_size, given.learning_rate) == (3, 16, 5e-5)
+    assert given.class_weight is None
     assert (hp.warmup_ratio, hp.weight_decay, hp.seed, hp.eval_every) == (0.1, 0.0, 42, "epoch")
     assert hp.early_stopping_patience is None and hp.checkpoint_every_steps > 0
 

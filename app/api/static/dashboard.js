@@ -141,11 +141,13 @@ async function setupForm() {
         text_column: document.getElementById("text-column").value,
         label_column: document.getElementById("label-column").value,
         hyperparameters: {
-          epochs: Number(document.getElementById("epochs").value),
-          learning_rate: Number(document.getElementById("lr").value),
-          batch_size: Number(document.getElementById("batch").value),
+          epochs: autoOrNumber("epochs", "Epochs"),
+          learning_rate: autoOrNumber("lr", "Learning rate"),
+          batch_size: autoOrNumber("batch", "Batch size"),
         },
       };
+      const maxSteps = document.getElementById("max-steps").value;
+      if (maxSteps) body.hyperparameters.max_steps = Number(maxSteps);
       const pair = document.getElementById("pair-column").value;
       if (pair) body.text_pair_column = pair;
       const vfile = document.getElementById("vfile").files[0];
@@ -160,6 +162,16 @@ async function setupForm() {
       error.textContent = e.message;
     }
   });
+}
+
+// A hyperparameter field of the form: "auto" (or left blank) lets the worker choose from the
+// data set, as the API does by default; anything else must be a number.
+function autoOrNumber(id, label) {
+  const raw = document.getElementById(id).value.trim().toLowerCase();
+  if (raw === "" || raw === "auto") return "auto";
+  const value = Number(raw);
+  if (!Number.isFinite(value)) throw new Error(`${label}: a number, or "auto"`);
+  return value;
 }
 
 // The data report of the chosen file and columns, in the chosen model's tokens: problems (a job
@@ -309,15 +321,19 @@ async function showJob(jobId) {
     document.getElementById("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(job.status);
     document.getElementById("download").disabled = !job.artifacts.model;
 
+    const events = await allEvents(jobId);
+    // What each "auto" became, and why: the worker's stage event once the data is loaded.
+    const chosen = events.find((e) => e.type === "stage" && e.data.auto)?.data.auto ?? {};
     const hyper = document.getElementById("hyper");
     hyper.replaceChildren();
     for (const [name, value] of Object.entries(job.hyperparameters)) {
       const row = hyper.insertRow();
       cell(row, name);
-      cell(row, String(value));
+      const choice = value === "auto" ? chosen[name] : undefined;
+      const shown = cell(row, choice ? `auto: ${choice.value ?? "none"}` : String(value));
+      if (choice) shown.title = choice.reason;
     }
 
-    const events = await allEvents(jobId);
     const losses = events.filter((e) => e.type === "progress" && e.data.loss != null)
       .map((e) => ({ x: e.data.step, y: e.data.loss }));
     lossChart.data.datasets = [{ label: "loss", data: losses, borderColor: "#3465a4", pointRadius: 2 }];
