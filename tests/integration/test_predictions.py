@@ -29,7 +29,7 @@ def train_file(alice: Client, data_dir: Path) -> FileObject:
 
 @pytest.fixture(scope="module")
 def trained(alice: Client, train_file: FileObject) -> Job:
-    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 3, "max_length": 16})
+    job = submit_tiny(alice, train_file.id, hyperparameters={"epochs": 5, "max_length": 16})
     done = alice.wait(job.id, until=DONE, timeout=180, interval=0.2)
     assert done.status == "succeeded", done.error
     return done
