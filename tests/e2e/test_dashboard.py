@@ -56,7 +56,7 @@ def test_dashboard_shows_a_finished_job_with_its_charts(
 
     page.goto(f"{service.url}/#/jobs/{job.id}")
     page.wait_for_function(
-        "() => document.getElementById('job-status').textContent === 'succeeded'"
+        "() => document.getElementById('job-status')?.textContent === 'succeeded'"
     )
     page.wait_for_function("() => Chart.getChart('loss-chart').data.datasets[0]?.data.length > 5")
     points = page.evaluate("() => Chart.getChart('loss-chart').data.datasets[0].data.length")
@@ -103,7 +103,7 @@ def test_dashboard_cancel_button_and_job_list(
     page.click("#cancel")
     page.wait_for_function(
         "() => ['cancelling', 'cancelled'].includes("
-        "document.getElementById('job-status').textContent)"
+        "document.getElementById('job-status')?.textContent)"
     )
     assert alice.wait(job.id, until=DONE, timeout=60, interval=0.2).status == "cancelled"
 
@@ -120,7 +120,7 @@ def test_dashboard_upload_form_submits_a_job(
     page.set_input_files("#file", str(data_dir / "train.csv"))
     page.wait_for_selector("#submit:not([disabled])")
     page.wait_for_function(
-        "() => document.getElementById('data-report').textContent.includes('400 rows')"
+        "() => document.getElementById('data-report')?.textContent.includes('400 rows')"
     )
     assert "tokens median" in page.inner_text("#data-report")
     assert page.input_value("#text-column") == "sentence"
@@ -130,7 +130,9 @@ def test_dashboard_upload_form_submits_a_job(
     assert [page.input_value(f) for f in ("#epochs", "#lr", "#batch")] == ["auto"] * 3
     page.fill("#lr", "fast")
     page.click("#submit")
-    page.wait_for_function("() => document.getElementById('form-error').textContent !== ''")
+    page.wait_for_function(
+        "() => (document.getElementById('form-error')?.textContent ?? '') !== ''"
+    )
     assert page.inner_text("#form-error") == 'Learning rate: a number, or "auto"'
     page.fill("#lr", "0.005")
     page.fill("#max-steps", "30")  # overrides the "auto" epochs
@@ -143,7 +145,7 @@ def test_dashboard_upload_form_submits_a_job(
     assert (hp.epochs, hp.batch_size, hp.learning_rate, hp.max_steps) == ("auto", "auto", 0.005, 30)
     # The job page names what "auto" became.
     page.wait_for_function(
-        "() => document.getElementById('events').textContent.includes('auto hyperparameters')"
+        "() => document.getElementById('events')?.textContent.includes('auto hyperparameters')"
     )
     assert "batch_size 16" in page.inner_text("#events")
     shown = page.evaluate(
@@ -173,7 +175,7 @@ def test_list_and_charts_refresh_themselves(
 
     page.click(f"a[href='#/jobs/{job.id}']")
     page.wait_for_function(
-        "() => document.getElementById('job-status').textContent === 'running'", timeout=60_000
+        "() => document.getElementById('job-status')?.textContent === 'running'", timeout=60_000
     )
     page.wait_for_function(
         "() => (Chart.getChart('loss-chart')?.data.datasets[0]?.data.length ?? 0) > 0",
@@ -210,7 +212,7 @@ def test_dashboard_compares_a_sweeps_trials(
     page.wait_for_selector(f"#sweeps a[href='#/sweeps/{sweep.id}']")
     page.goto(f"{service.url}/#/sweeps/{sweep.id}")
     page.wait_for_function(
-        "() => document.getElementById('sweep-status').textContent === 'succeeded'"
+        "() => document.getElementById('sweep-status')?.textContent === 'succeeded'"
     )
     # One line per trial, each with its two evaluations (one per epoch), in the API's values.
     page.wait_for_function(

@@ -83,11 +83,14 @@ def test_long_rows_halve_the_batch() -> None:
 
 
 def test_values_given_are_kept_and_only_auto_is_explained() -> None:
-    hp = Hyperparameters(epochs=2, batch_size="auto", learning_rate=3e-5)
+    hp = Hyperparameters(
+        epochs=2, batch_size="auto", learning_rate=3e-5, lr_scheduler="linear", class_weight=None
+    )
     chosen = resolve_auto(hp, 500, SHORT[:500], [250, 250], hidden_size=384)
     assert chosen.hyperparameters.epochs == 2 and chosen.hyperparameters.learning_rate == 3e-5
     assert set(chosen.reasons) == {"batch_size"}
     assert chosen.hyperparameters.class_weight is None
+    assert chosen.hyperparameters.lr_scheduler == "linear"
 
 
 @pytest.mark.parametrize("field", ["epochs", "batch_size", "learning_rate"])
