@@ -159,12 +159,37 @@ def register(cli: typer.Typer) -> None:
         invalid_tags: Annotated[
             str | None, typer.Option(help="token classification: 'refuse' or 'repair' IOB2")
         ] = None,
-        epochs: int | None = None,
+        epochs: Annotated[
+            str | None,
+            typer.Option(
+                help="a number, or 'auto' (the default)", parser=auto_or(int), metavar="N|auto"
+            ),
+        ] = None,
         max_steps: Annotated[
             int | None, typer.Option(help="train exactly this many steps (overrides epochs)")
         ] = None,
-        batch_size: int | None = None,
-        learning_rate: float | None = None,
+        batch_size: Annotated[
+            str | None,
+            typer.Option(
+                help="a number, or 'auto' (the default)", parser=auto_or(int), metavar="N|auto"
+            ),
+        ] = None,
+        learning_rate: Annotated[
+            str | None,
+            typer.Option(
+                help="a number, or 'auto' (the default)", parser=auto_or(float), metavar="X|auto"
+            ),
+        ] = None,
+        lr_scheduler: Annotated[
+            str | None, typer.Option(help="linear, cosine, constant or auto (the default)")
+        ] = None,
+        class_weight: Annotated[
+            str | None,
+            typer.Option(
+                help="balanced, none (every row weighs 1) or auto (the default: balanced when "
+                "the classes are imbalanced)"
+            ),
+        ] = None,
         max_length: int | None = None,
         seed: int | None = None,
         precision: str | None = None,
@@ -174,19 +199,22 @@ def register(cli: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Submit a fine-tuning job."""
-        hyper = {
+        hyper: dict[str, Any] = {
             k: v
             for k, v in {
                 "epochs": epochs,
                 "max_steps": max_steps,
                 "batch_size": batch_size,
                 "learning_rate": learning_rate,
+                "lr_scheduler": lr_scheduler,
                 "max_length": max_length,
                 "seed": seed,
                 "precision": precision,
             }.items()
             if v is not None
         }
+        if class_weight is not None:  # "none" is how a shell says JSON's null
+            hyper["class_weight"] = None if class_weight.lower() == "none" else class_weight
         with connect(url, api_key) as client:
             body: dict[str, Any] = {
                 "model": model,
@@ -397,6 +425,21 @@ def register(cli: typer.Typer) -> None:
                 on_bytes=lambda done, total: bar.update(task, completed=done, total=total),
             )
         out.print(f"model in {folder}")
+
+
+def auto_or(number: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Parse an option that takes a number or "auto", so the CLI can say what the API says;
+    anything else is a usage error naming the option, before a request is sent."""
+
+    def parse(value: str) -> Any:
+        if value == "auto":
+            return value
+        try:
+            return number(value)
+        except ValueError:
+            raise typer.BadParameter(f"a number or 'auto', not {value!r}") from None
+
+    return parse
 
 
 def _file_id(client: Client, value: str) -> str:

@@ -47,6 +47,12 @@ def test_submit_watch_inspect_download(
         "2",
         "--learning-rate",
         "0.005",
+        "--batch-size",
+        "auto",
+        "--lr-scheduler",
+        "constant",
+        "--class-weight",
+        "none",
         "--watch",
     )
     assert "uploaded train.csv as file_" in watched.stderr
@@ -56,6 +62,10 @@ def test_submit_watch_inspect_download(
 
     status = json.loads(run(service, "status", job_id, "--json").stdout)
     assert status["status"] == "succeeded" and status["progress"]["percent"] == 100
+    given = {k: status["hyperparameters"][k] for k in ("epochs", "batch_size", "learning_rate")}
+    assert given == {"epochs": 2, "batch_size": "auto", "learning_rate": 0.005}
+    assert status["hyperparameters"]["lr_scheduler"] == "constant"
+    assert status["hyperparameters"]["class_weight"] is None  # "none" on the command line
     shown = run(service, "status", job_id).stdout
     assert "confusion matrix" in shown and "baseline" in shown and "ROC AUC" in shown
     (tmp_path / "texts.txt").write_text("a cold and boring plot\n\n")
@@ -91,6 +101,10 @@ def test_errors_are_one_clear_line(service: Service, data_dir: Path) -> None:
     assert result.returncode == 1
     assert "error: unknown model 'no-such-model'" in result.stderr and "(model)" in result.stderr
     assert "Traceback" not in result.stderr
+    result = run(
+        service, "submit", "--model", "tiny", "--train", "file_x", "--epochs", "fast", check=False
+    )
+    assert result.returncode == 2 and "a number or 'auto', not 'fast'" in result.stderr
     result = run(service, "status", "job_" + "0" * 32, check=False)
     assert result.returncode == 1 and "no job with id" in result.stderr
     result = run(service, "status", "x", "--url", "http://127.0.0.1:9", check=False)
