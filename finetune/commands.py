@@ -33,6 +33,30 @@ from finetune.render import print_data_report, print_evaluation
 console = Console(stderr=True)
 out = Console()
 
+
+def auto_or(number: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Parse an option that takes a number or "auto", so the CLI can say what the API says;
+    anything else is a usage error naming the option, before a request is sent."""
+
+    def parse(value: str) -> Any:
+        if value == "auto":
+            return value
+        try:
+            return number(value)
+        except ValueError:
+            raise typer.BadParameter(f"a number or 'auto', not {value!r}") from None
+
+    return parse
+
+
+AutoCount = Annotated[
+    str | None,
+    typer.Option(help="a number, or 'auto' (the default)", parser=auto_or(int), metavar="N|auto"),
+]
+AutoRate = Annotated[
+    str | None,
+    typer.Option(help="a number, or 'auto' (the default)", parser=auto_or(float), metavar="X|auto"),
+]
 UrlOption = Annotated[str | None, typer.Option("--url", help="service URL (FINETUNE_URL)")]
 KeyOption = Annotated[str | None, typer.Option("--api-key", help="API key (FINETUNE_API_KEY)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the raw JSON")]
@@ -159,27 +183,12 @@ def register(cli: typer.Typer) -> None:
         invalid_tags: Annotated[
             str | None, typer.Option(help="token classification: 'refuse' or 'repair' IOB2")
         ] = None,
-        epochs: Annotated[
-            str | None,
-            typer.Option(
-                help="a number, or 'auto' (the default)", parser=auto_or(int), metavar="N|auto"
-            ),
-        ] = None,
+        epochs: AutoCount = None,
         max_steps: Annotated[
             int | None, typer.Option(help="train exactly this many steps (overrides epochs)")
         ] = None,
-        batch_size: Annotated[
-            str | None,
-            typer.Option(
-                help="a number, or 'auto' (the default)", parser=auto_or(int), metavar="N|auto"
-            ),
-        ] = None,
-        learning_rate: Annotated[
-            str | None,
-            typer.Option(
-                help="a number, or 'auto' (the default)", parser=auto_or(float), metavar="X|auto"
-            ),
-        ] = None,
+        batch_size: AutoCount = None,
+        learning_rate: AutoRate = None,
         lr_scheduler: Annotated[
             str | None, typer.Option(help="linear, cosine, constant or auto (the default)")
         ] = None,
@@ -425,21 +434,6 @@ def register(cli: typer.Typer) -> None:
                 on_bytes=lambda done, total: bar.update(task, completed=done, total=total),
             )
         out.print(f"model in {folder}")
-
-
-def auto_or(number: Callable[[str], Any]) -> Callable[[str], Any]:
-    """Parse an option that takes a number or "auto", so the CLI can say what the API says;
-    anything else is a usage error naming the option, before a request is sent."""
-
-    def parse(value: str) -> Any:
-        if value == "auto":
-            return value
-        try:
-            return number(value)
-        except ValueError:
-            raise typer.BadParameter(f"a number or 'auto', not {value!r}") from None
-
-    return parse
 
 
 def _file_id(client: Client, value: str) -> str:
