@@ -5,7 +5,11 @@ all-MiniLM-L6-v2, each run as a job runs in its own child process (see bench/tas
 
 - cola:      full CoLA (validation MCC; the issue's target: >= 0.30),
 - sst2:      full SST-2 (validation accuracy; target >= 0.90),
-- sst2-300:  the first 300 SST-2 training rows (SST-2 validation accuracy; target >= 0.80).
+- sst2-300:  the first 300 SST-2 training rows (SST-2 validation accuracy; target >= 0.80),
+- cola-300:  the first 300 CoLA training rows (CoLA validation MCC; no target: a small,
+             imbalanced set on which a rule for small data must not answer one class),
+- cola-2000: the first 2,000 CoLA training rows (CoLA validation MCC; no target: the middle
+             sizes, where a rule of about 1,200 optimizer steps means 10 or more passes).
 
 Small data sets swing by several points from one seed to the next, so `--seeds` runs each case
 once per seed and prints the median beside every run.
@@ -41,6 +45,8 @@ CASES: dict[str, tuple[str, int | None, str]] = {
     "cola": ("cola", None, "matthews_correlation"),
     "sst2": ("sst2", None, "accuracy"),
     "sst2-300": ("sst2", 300, "accuracy"),
+    "cola-300": ("cola", 300, "matthews_correlation"),
+    "cola-2000": ("cola", 2000, "matthews_correlation"),
 }
 
 
