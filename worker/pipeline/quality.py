@@ -21,8 +21,9 @@ from sklearn.metrics import accuracy_score, f1_score
 ACCURACY_MARGIN = 0.01
 MCC_MARGIN = 0.05
 ADVICE = (
-    "try more epochs or a higher learning_rate (1e-4 suits small models such as "
-    "all-MiniLM-L6-v2), and check the labels (GET /v1/jobs/{id}/events lists what was used)"
+    'try more epochs (or epochs "auto"), a higher learning_rate for a run of one or two passes '
+    "(1e-4 for small models such as all-MiniLM-L6-v2; with more passes it did worse than 5e-5), "
+    "or more rows, and check the labels (GET /v1/jobs/{id}/events lists what was used)"
 )
 
 
