@@ -5,7 +5,8 @@ job.json records.
 What the choices rest on (measured with all-MiniLM-L6-v2 on this project's benchmarks, the
 README's Benchmarks section has the tables): small models want a higher peak rate than
 BERT-base's usual 2e-5 to 5e-5 on short runs of one or two passes (full CoLA, one epoch:
-median MCC 0.205 at 1e-4 and batch 32, 0.185 at 5e-5 and batch 16), but not on three passes
+median MCC 0.205 at 1e-4 and batch 32, 0.185 at 5e-5 and batch 16, other settings not equal
+either: a hint, not a controlled comparison), but not on three passes
 over a small data set (300 SST-2 rows, 3 passes held constant, seeds 1-6: 1e-4 scored below
 5e-5 on every seed, median 0.706 against 0.749; an older rule doubled such runs, from
 measurements made before the output layer computed in float32) nor on long runs (full CoLA:
