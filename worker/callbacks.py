@@ -117,15 +117,23 @@ class ProgressCallback(keras.callbacks.Callback):
 
 
 class StepEvaluation(keras.callbacks.Callback):
-    """Evaluate every N steps (when `eval_every` is a step count)."""
+    """Evaluate every N steps (when `eval_every` is a step count), inside the epoch: a step
+    count reached at the epoch's last step is left to the loop, which evaluates after `fit`."""
 
     def __init__(
-        self, counter: StepCounter, every_steps: int, evaluate: Callable[[], bool]
+        self,
+        counter: StepCounter,
+        every_steps: int,
+        epoch_steps: int,
+        evaluate: Callable[[], bool],
     ) -> None:
         super().__init__()
         self.counter, self.every_steps, self.evaluate = counter, every_steps, evaluate
+        self.epoch_steps = epoch_steps
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.counter.state.step_in_epoch >= self.epoch_steps:
+            return
         if reached(self.counter, self.every_steps) and self.evaluate():
             self.model.stop_training = True
 

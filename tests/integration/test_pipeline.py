@@ -560,7 +560,41 @@ def test_auto_hyperparameters_are_resolved_and_recorded(
     # tiny model is 32 wide: a small model's rate, not doubled over 20 passes.
     assert job["hyperparameters"]["epochs"] == 20 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["learning_rate"] == 5e-5
-    assert set(job["auto"]) == {"epochs", "batch_size", "learning_rate"}
+    assert set(job["auto"]) == {"epochs", "batch_size", "learning_rate", "eval_every"}
+    assert job["hyperparameters"]["eval_every"] == "epoch"  # 6 validation rows: cheap
     assert "4 steps per epoch" in job["auto"]["epochs"]["reason"]
     assert metrics["global_step"] == 80
     assert any(m.startswith("auto hyperparameters: ") for _, m, _ in reporter.events)
+
+
+def test_auto_validates_many_passes_over_a_small_set_every_few_epochs(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """32 training rows (2 steps an epoch) against 60 validation rows, 10 epochs: "auto"
+    validates every 2 epochs instead of after each one, and ends with the same weights and
+    final metrics as a run validated after every epoch: evaluations only watch."""
+    train_file = write_csv(tmp_path / "train.csv", ["sentence", "label"], sentiment_rows(32))
+    validation = write_csv(
+        tmp_path / "validation.csv", ["sentence", "label"], sentiment_rows(60, seed=1)
+    )
+    runs = {}
+    for eval_every in ("auto", "epoch"):
+        spec = spec_for(train_file, validation, epochs=10, eval_every=eval_every)
+        reporter = Recorder()
+        metrics = train(spec, tmp_path / eval_every, models_dir, reporter)
+        runs[eval_every] = (reporter, metrics)
+    auto, auto_metrics = runs["auto"]
+    every_epoch, every_epoch_metrics = runs["epoch"]
+    assert [e.step for e in auto.evaluations] == [4, 8, 12, 16, 20]
+    assert [e.step for e in every_epoch.evaluations] == list(range(2, 21, 2))
+    job = json.loads((tmp_path / "auto" / "model" / "job.json").read_text())
+    assert job["hyperparameters"]["eval_every"] == 4
+    assert "every 2 epochs (4 steps) and at the end" in job["auto"]["eval_every"]["reason"]
+    assert auto_metrics["final"] == every_epoch_metrics["final"]
+    assert auto.evaluations[-1] == every_epoch.evaluations[-1]
+    straight, watched = (
+        final_weights(tmp_path / "auto" / "model"),
+        final_weights(tmp_path / "epoch" / "model"),
+    )
+    for name in straight:
+        np.testing.assert_array_equal(straight[name], watched[name], err_msg=name)

@@ -90,7 +90,12 @@ def test_long_rows_halve_the_batch() -> None:
 
 def test_values_given_are_kept_and_only_auto_is_explained() -> None:
     hp = Hyperparameters(
-        epochs=2, batch_size="auto", learning_rate=3e-5, lr_scheduler="linear", class_weight=None
+        epochs=2,
+        batch_size="auto",
+        learning_rate=3e-5,
+        lr_scheduler="linear",
+        class_weight=None,
+        eval_every="epoch",
     )
     chosen = resolve_auto(hp, 500, SHORT[:500], [250, 250], hidden_size=384)
     assert chosen.hyperparameters.epochs == 2 and chosen.hyperparameters.learning_rate == 3e-5
@@ -135,3 +140,47 @@ def test_a_short_run_with_class_weights_is_decayed() -> None:
     balanced_data = resolve_auto(one_epoch, 8551, SHORT, [4200, 4351], hidden_size=384)
     assert balanced_data.hyperparameters.class_weight is None
     assert balanced_data.hyperparameters.lr_scheduler == "constant"
+
+
+def test_many_passes_over_a_small_set_are_validated_about_five_times() -> None:
+    # 300 SST-2 rows against its 872 validation rows, 20 epochs: validating after each epoch
+    # took 44 s of the job's 100 s of training (MiniLM), as long as the training steps.
+    chosen = resolve_auto(AUTO, 300, SHORT[:300], [150, 150], 384, validation_rows=872)
+    assert chosen.hyperparameters.epochs == 20
+    assert chosen.hyperparameters.eval_every == 4 * 19  # every 4 epochs of 19 steps
+    reason = chosen.reasons["eval_every"]["reason"]
+    assert reason == (
+        "20 epochs over 300 rows, each validation pass (872 rows) costing about 1.0 epochs "
+        "of training: every 4 epochs (76 steps) and at the end"
+    )
+    # Seven epochs: every 2, so evaluations at 2, 4, 6 and the end.
+    seven = resolve_auto(AUTO.model_copy(update={"epochs": 7}), 300, SHORT[:300], None, 384, 872)
+    assert seven.hyperparameters.eval_every == 2 * 19
+
+
+@pytest.mark.parametrize(
+    ("update", "rows", "validation_rows", "why"),
+    [
+        # Full CoLA: 1,043 validation rows beside 8,551 cost a few percent of an epoch.
+        ({}, 8551, 1043, "validation (1043 rows) costs little beside an epoch (8551 rows)"),
+        # A held-out tenth (validation_fraction 0.1) is always cheap.
+        ({}, 270, 30, "validation (30 rows) costs little"),
+        ({"epochs": 5}, 300, 872, "5 epochs: one evaluation each"),
+        ({"early_stopping_patience": 3}, 300, 872, "early stopping counts evaluations"),
+        ({}, 300, None, "validation (None rows) costs little"),
+    ],
+)
+def test_evaluations_stay_once_per_epoch_where_they_are_cheap_few_or_counted(
+    update: dict[str, object], rows: int, validation_rows: int | None, why: str
+) -> None:
+    hp = AUTO.model_copy(update=update)
+    chosen = resolve_auto(hp, rows, SHORT[:rows], None, 384, validation_rows=validation_rows)
+    assert chosen.hyperparameters.eval_every == "epoch"
+    assert chosen.reasons["eval_every"]["reason"].startswith(why)
+
+
+def test_a_given_eval_every_is_kept() -> None:
+    for given in ("epoch", 7):
+        hp = AUTO.model_copy(update={"eval_every": given})
+        chosen = resolve_auto(hp, 300, SHORT[:300], None, 384, validation_rows=872)
+        assert chosen.hyperparameters.eval_every == given and "eval_every" not in chosen.reasons

@@ -22,7 +22,7 @@ def test_hyperparameter_defaults_are_auto_where_the_data_decides() -> None:
     given = Hyperparameters(epochs=3, batch_size=16, learning_rate=5e-5, class_weight=None)
     assert (given.epochs, given.batch_size, given.learning_rate) == (3, 16, 5e-5)
     assert given.class_weight is None
-    assert (hp.warmup_ratio, hp.weight_decay, hp.seed, hp.eval_every) == (0.1, 0.0, 42, "epoch")
+    assert (hp.warmup_ratio, hp.weight_decay, hp.seed, hp.eval_every) == (0.1, 0.0, 42, "auto")
     assert hp.early_stopping_patience is None and hp.checkpoint_every_steps > 0
 
 

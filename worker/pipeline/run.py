@@ -185,6 +185,7 @@ def _run(
         column_array(train, LENGTH),
         class_counts(train, data.labels),
         getattr(model.config, "hidden_size", None),
+        validation_rows=len(validation),
     )
     if auto.reasons:
         reporter.event("stage", f"auto hyperparameters: {auto.summary()}", auto=auto.reasons)

@@ -102,7 +102,7 @@ def concrete(hp: Hyperparameters) -> tuple[int, int, float]:
     """(epochs, batch_size, learning_rate) once "auto" was resolved (worker/pipeline/auto.py)."""
     if hp.epochs == "auto" or hp.batch_size == "auto" or hp.learning_rate == "auto":
         raise ValueError("resolve 'auto' hyperparameters before training")
-    if hp.lr_scheduler == "auto":
+    if hp.lr_scheduler == "auto" or hp.eval_every == "auto":
         raise ValueError("resolve 'auto' hyperparameters before training")
     return hp.epochs, hp.batch_size, hp.learning_rate
 
@@ -376,7 +376,8 @@ class Trainer:
         watcher = StopWatcher(self.reporter)
         callbacks: list[Any] = [counter, progress]
         if hp.eval_every != "epoch":
-            callbacks.append(StepEvaluation(counter, int(hp.eval_every), self.evaluate))
+            every = int(hp.eval_every)
+            callbacks.append(StepEvaluation(counter, every, plan.steps, self.evaluate))
         callbacks += [
             PeriodicCheckpoint(counter, self.checkpointer, hp.checkpoint_every_steps),
             watcher,
@@ -410,10 +411,22 @@ class Trainer:
         state.epoch_losses.append(round(epoch_loss, 6))
         state.epoch += 1
         state.step_in_epoch = 0
-        if hp.eval_every == "epoch":
+        if self.evaluation_due():
             self.evaluate()
         self.checkpointer.save(state)
         return real, padded
+
+    def evaluation_due(self) -> bool:
+        """At an epoch's end: with `eval_every` "epoch", or when a multiple of its step count
+        was reached since the last evaluation. `StepEvaluation` leaves an epoch's last step to
+        this, so an evaluation there runs outside `fit` (whose time and throughput are then the
+        training steps') and after a resume at an epoch's end too."""
+        every = self.hp.eval_every
+        if every == "epoch":
+            return True
+        reached_multiple = self.state.global_step // int(every) * int(every)
+        evaluations = self.state.evaluations
+        return reached_multiple > (evaluations[-1].step if evaluations else 0)
 
     def _final_metrics(self) -> dict[str, float]:
         evaluations = self.state.evaluations
