@@ -19,6 +19,11 @@ once per seed and prints the median beside every run.
     .venv/bin/python -m bench.auto --cases sst2-300 --seeds 1,2,3 --only auto
     .venv/bin/python -m bench.auto --cases sst2-300 --seeds 1,2,3 --only fixed \
         --hyperparameters '{"epochs": 10, "learning_rate": 5e-5, "lr_scheduler": "linear"}'
+    .venv/bin/python -m bench.auto --cases sst2-300 --seeds 1,2,3 --only auto \
+        --variant per-epoch:eval_every=epoch      # "auto" beside "auto" with one lever moved
+
+The last table puts each case's runs side by side: median score and seconds, and the seconds
+as a ratio of the first run's (the baseline: "auto", or "fixed" with `--only fixed`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from bench.data import SHARED_DATA
 from bench.tasks import head, job, run, table
+from bench.train_throughput import parse_variant
 
 AUTO = {
     "epochs": "auto",
@@ -64,20 +70,34 @@ def main() -> None:
         default={},
         help="JSON object laid over both runs' hyperparameters (e.g. to try another rule)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='NAME:key=value,... a run of "auto" with these hyperparameters given (repeatable)',
+    )
     args = parser.parse_args()
-    kinds = [args.only] if args.only else ["auto", "fixed"]
+    kinds: dict[str, dict[str, Any]] = {"auto": AUTO, "fixed": {}}
+    if args.only:
+        kinds = {args.only: kinds[args.only]}
+    for text in args.variant:
+        name, overrides = parse_variant(text)
+        kinds[name] = {**AUTO, **overrides}
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: list[list[Any]] = []
+    side_by_side: list[list[Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for name in args.cases.split(","):
             data, limit, metric = CASES[name]
             train = head(args.data_dir / data / "train.csv", limit, work / f"{data}-{limit}.csv")
             validation = args.data_dir / data / "validation.csv"
-            for kind in kinds:
+            baseline_seconds = None
+            for kind, given in kinds.items():
                 scores: list[float] = []
+                seconds: list[float] = []
                 for seed in seeds:
-                    hyper = {**(AUTO if kind == "auto" else {}), **args.hyperparameters}
+                    hyper = {**given, **args.hyperparameters}
                     spec = job(
                         "sequence_classification", train, validation, 3, text_column="sentence"
                     )
@@ -86,6 +106,7 @@ def main() -> None:
                     chosen = result.get("auto_chosen") or json.dumps(spec["hyperparameters"])
                     m = result["report"]["metrics"]
                     scores.append(m[metric])
+                    seconds.append(result["wall_seconds"])
                     rows.append(
                         [
                             name,
@@ -96,6 +117,7 @@ def main() -> None:
                             round(statistics.median(scores), 4),
                             m["accuracy"],
                             result["wall_seconds"],
+                            result["fit_seconds"],
                         ]
                     )
                     table(
@@ -109,13 +131,40 @@ def main() -> None:
                             "median",
                             "accuracy",
                             "s",
+                            "in fit",
                         ],
                         rows[-1:],
                     )
+                median_seconds = statistics.median(seconds)
+                baseline_seconds = baseline_seconds or median_seconds
+                side_by_side.append(
+                    [
+                        name,
+                        kind,
+                        round(statistics.median(scores), 4),
+                        round(median_seconds, 1),
+                        f"{median_seconds / baseline_seconds:.2f}x",
+                    ]
+                )
     table(
         "auto against the fixed values (validation; median: of this case's seeds so far)",
-        ["data", "run", "seed", "hyperparameters", "headline", "median", "accuracy", "seconds"],
+        [
+            "data",
+            "run",
+            "seed",
+            "hyperparameters",
+            "headline",
+            "median",
+            "accuracy",
+            "seconds",
+            "in fit",
+        ],
         rows,
+    )
+    table(
+        "side by side (medians over the seeds; seconds against the case's first run)",
+        ["data", "run", "headline", "seconds", "ratio"],
+        side_by_side,
     )
 
 
