@@ -167,7 +167,7 @@ def test_many_passes_over_a_small_set_are_validated_about_five_times() -> None:
         ({}, 270, 30, "validation (30 rows) costs little"),
         ({"epochs": 5}, 300, 872, "5 epochs: one evaluation each"),
         ({"early_stopping_patience": 3}, 300, 872, "early stopping counts evaluations"),
-        ({}, 300, None, "validation (None rows) costs little"),
+        ({}, 300, None, "the validation set's size is not known"),
     ],
 )
 def test_evaluations_stay_once_per_epoch_where_they_are_cheap_few_or_counted(

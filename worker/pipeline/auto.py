@@ -166,7 +166,11 @@ def auto_eval_every(
         why = "early stopping counts evaluations: one per epoch"
         reasons["eval_every"] = {"value": "epoch", "reason": why}
         return "epoch"
-    if validation_rows is None or validation_rows <= CHEAP_VALIDATION * rows:
+    if validation_rows is None:
+        why = "the validation set's size is not known: one evaluation per epoch"
+        reasons["eval_every"] = {"value": "epoch", "reason": why}
+        return "epoch"
+    if validation_rows <= CHEAP_VALIDATION * rows:
         why = f"validation ({validation_rows} rows) costs little beside an epoch ({rows} rows)"
         reasons["eval_every"] = {"value": "epoch", "reason": why}
         return "epoch"
