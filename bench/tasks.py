@@ -35,7 +35,13 @@ EXTRA_HYPERPARAMETERS: dict[str, Any] = {}  # --hyperparameters, for every job o
 # The fixed values jobs defaulted to before "auto" became the default (2026-12-07): the
 # README's tables of these benchmarks were measured with them, so a bench job keeps them
 # unless it asks for others ("auto" included).
-FIXED = {"batch_size": 16, "learning_rate": 5e-5, "lr_scheduler": "constant", "class_weight": None}
+FIXED = {
+    "batch_size": 16,
+    "learning_rate": 5e-5,
+    "lr_scheduler": "constant",
+    "class_weight": None,
+    "eval_every": "epoch",
+}
 
 
 # -- the child side: one job, one JSON line ------------------------------------------------------

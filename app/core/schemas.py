@@ -104,7 +104,7 @@ class Hyperparameters(StrictModel):
     # MiniLM against the fixed values it replaced (3 epochs, batch 16, 5e-5 held constant, no
     # class weights), medians of three seeds: full CoLA MCC 0.315 against 0.256, full SST-2
     # accuracy 0.875 against 0.866; 300 SST-2 rows a tie, 0.754 against 0.748 over six seeds,
-    # at 4.8x the time, but on harder small data the extra passes pay (2,000 CoLA rows: MCC
+    # at 3.1x the time, but on harder small data the extra passes pay (2,000 CoLA rows: MCC
     # 0.144 against 0.094 for 3 passes, seeds 1-3). job.json says what it chose and why.
     epochs: Auto | Annotated[int, Field(ge=1, le=100)] = Field(
         default="auto",
