@@ -45,6 +45,7 @@ AUTO = {
     "learning_rate": "auto",
     "class_weight": "auto",
     "lr_scheduler": "auto",
+    "eval_every": "auto",
 }
 # name: (data folder, training rows or None for all, headline metric)
 CASES: dict[str, tuple[str, int | None, str]] = {
