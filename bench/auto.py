@@ -69,7 +69,7 @@ def main() -> None:
         "--hyperparameters",
         type=json.loads,
         default={},
-        help="JSON object laid over both runs' hyperparameters (e.g. to try another rule)",
+        help="JSON object laid over every run's hyperparameters (e.g. to try another rule)",
     )
     parser.add_argument(
         "--variant",
