@@ -159,7 +159,9 @@ class Hyperparameters(StrictModel):
         description="masked_lm: the share of tokens masked (80% [MASK], 10% random, 10% kept)",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
-    eval_every: Literal["epoch"] | Auto | Annotated[int, Field(ge=1)] = Field(
+    # One enum of both words, not a const and an enum: generated OpenAPI clients try a
+    # const's parser alone and fail on the other word.
+    eval_every: Literal["epoch", "auto"] | Annotated[int, Field(ge=1)] = Field(
         # A validation pass is not free: 300 SST-2 rows over 20 epochs spent 44 s of 100 s
         # validating 872 rows after every epoch (MiniLM), as long as the training steps.
         default="auto",
