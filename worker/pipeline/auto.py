@@ -57,6 +57,7 @@ IMBALANCED = 1.5  # majority / minority rows from which class weights are balanc
 # A validation row costs about a third of a training row (a forward pass against a forward and
 # a backward one: 872 SST-2 rows took 2.2 s to validate, an epoch of 300 rows 2.15 s, MiniLM),
 # so a validation set under 0.3x the training rows costs under a tenth of an epoch.
+VALIDATION_ROW_COST = 1 / 3  # of a training row's
 CHEAP_VALIDATION = 0.3
 EVALUATIONS = 5  # a run of more epochs, with a costly validation set: about this many
 
@@ -164,29 +165,24 @@ def auto_eval_every(
     along the way; early stopping counts evaluations, so it keeps one per epoch."""
     if hp.early_stopping_patience is not None:
         why = "early stopping counts evaluations: one per epoch"
-        reasons["eval_every"] = {"value": "epoch", "reason": why}
-        return "epoch"
-    if validation_rows is None:
+    elif validation_rows is None:
         why = "the validation set's size is not known: one evaluation per epoch"
-        reasons["eval_every"] = {"value": "epoch", "reason": why}
-        return "epoch"
-    if validation_rows <= CHEAP_VALIDATION * rows:
+    elif validation_rows <= CHEAP_VALIDATION * rows:
         why = f"validation ({validation_rows} rows) costs little beside an epoch ({rows} rows)"
-        reasons["eval_every"] = {"value": "epoch", "reason": why}
-        return "epoch"
-    if epochs <= EVALUATIONS:
+    elif epochs <= EVALUATIONS:
         why = f"{epochs} epochs: one evaluation each"
-        reasons["eval_every"] = {"value": "epoch", "reason": why}
-        return "epoch"
-    every_epochs = math.ceil(epochs / EVALUATIONS)
-    steps = every_epochs * steps_per_epoch
-    why = (
-        f"{epochs} epochs over {rows} rows, each validation pass ({validation_rows} rows) "
-        f"costing about {validation_rows / (3 * rows):.1f} epochs of training: every "
-        f"{every_epochs} epochs ({steps} steps) and at the end"
-    )
-    reasons["eval_every"] = {"value": steps, "reason": why}
-    return steps
+    else:
+        every_epochs = math.ceil(epochs / EVALUATIONS)
+        steps = every_epochs * steps_per_epoch
+        why = (
+            f"{epochs} epochs over {rows} rows, each validation pass ({validation_rows} rows) "
+            f"costing about {validation_rows * VALIDATION_ROW_COST / rows:.1f} epochs of "
+            f"training: every {every_epochs} epochs ({steps} steps) and at the end"
+        )
+        reasons["eval_every"] = {"value": steps, "reason": why}
+        return steps
+    reasons["eval_every"] = {"value": "epoch", "reason": why}
+    return "epoch"
 
 
 def auto_learning_rate(
