@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import worker  # noqa: F401  (Keras 2 before TensorFlow)
+from app.core.layout import list_checkpoints
 from tests.support.factories import NEUTRAL, sentiment_rows, write_csv
 from tests.support.pipeline import Recorder, final_weights, spec_for, train
 from worker.errors import DataNotFound, InvalidInput, JobCancelled, ModelNotFound
@@ -411,8 +412,6 @@ def test_a_warm_start_skips_tracing_and_ends_with_a_cold_starts_weights(
 def test_cancel_stops_within_a_few_steps_and_checkpoints(
     models_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    from app.core.layout import list_checkpoints
-
     spec = spec_for(data_dir / "train.csv", epochs=5, checkpoint_every_steps=1000)
     reporter = Recorder(stop_at=7)
     with pytest.raises(JobCancelled) as stopped:
@@ -572,14 +571,18 @@ def test_auto_validates_many_passes_over_a_small_set_every_few_epochs(
 ) -> None:
     """32 training rows (2 steps an epoch) against 60 validation rows, 10 epochs: "auto"
     validates every 2 epochs instead of after each one, and ends with the same weights and
-    final metrics as a run validated after every epoch: evaluations only watch."""
+    final metrics as a run validated after every epoch: evaluations only watch. Epoch ends
+    are checkpointed where the run was validated, and a run that crashed after an epoch end
+    left without one resumes from the one before and still ends with the same weights."""
     train_file = write_csv(tmp_path / "train.csv", ["sentence", "label"], sentiment_rows(32))
     validation = write_csv(
         tmp_path / "validation.csv", ["sentence", "label"], sentiment_rows(60, seed=1)
     )
     runs = {}
+    # Periodic checkpoints out of the way (50 steps), all of them kept: the epoch ends' own.
+    checkpointing = {"checkpoint_every_steps": 50, "keep_checkpoints": 50}
     for eval_every in ("auto", "epoch"):
-        spec = spec_for(train_file, validation, epochs=10, eval_every=eval_every)
+        spec = spec_for(train_file, validation, epochs=10, eval_every=eval_every, **checkpointing)
         reporter = Recorder()
         metrics = train(spec, tmp_path / eval_every, models_dir, reporter)
         runs[eval_every] = (reporter, metrics)
@@ -597,3 +600,25 @@ def test_auto_validates_many_passes_over_a_small_set_every_few_epochs(
     assert auto_weights.keys() == every_epoch_weights.keys()
     for name in auto_weights:
         np.testing.assert_array_equal(auto_weights[name], every_epoch_weights[name], err_msg=name)
+
+    def saved_steps(run: str) -> list[int]:
+        return [c["global_step"] for c in list_checkpoints(tmp_path / run / "checkpoints")]
+
+    assert saved_steps("auto") == [4, 8, 12, 16, 20]
+    assert saved_steps("epoch") == list(range(2, 21, 2))
+    # A crash at step 7: epoch 3 ended at step 6 without a checkpoint, so the run resumes
+    # from epoch 2's (step 4), trains epoch 3 again, and ends where the straight run did.
+    spec = spec_for(train_file, validation, epochs=10, eval_every="auto", **checkpointing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=7))
+    assert saved_steps("resumed") == [4]
+    resumed = Recorder()
+    resumed_metrics = train(spec, tmp_path / "resumed", models_dir, resumed)
+    assert resumed_metrics["resumed_from_step"] == 4
+    assert [e.step for e in resumed.evaluations] == [8, 12, 16, 20]
+    assert resumed_metrics["final"] == auto_metrics["final"]
+    resumed_weights = final_weights(tmp_path / "resumed" / "model")
+    for name in auto_weights:
+        np.testing.assert_allclose(
+            resumed_weights[name], auto_weights[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )

@@ -355,6 +355,12 @@ class Trainer:
         return int(count()) if count else 0
 
     def _run_epoch(self) -> tuple[int, int]:
+        """One pass (or the rest of one), then the epoch's end: evaluation when due, and a
+        checkpoint where the run was evaluated and at its end. Where validations are spaced
+        out (`eval_every` "auto" on many cheap passes), so are these checkpoints: a 300-row
+        run's epoch takes about 2 s and its checkpoint (weights and Adam slots, 270 MB for
+        MiniLM) about 0.6 s. Lost work stays bounded by the periodic checkpoint
+        (`checkpoint_every_steps`), and a checkpoint's validation score is then known."""
         hp, state = self.hp, self.state
         plan = plan_epoch(self.train_ds, self.batch_size, hp.seed, state.epoch, hp.group_by_length)
         plan = plan.first(self.total_steps - state.epoch * self.steps_per_epoch)
@@ -411,9 +417,11 @@ class Trainer:
         state.epoch_losses.append(round(epoch_loss, 6))
         state.epoch += 1
         state.step_in_epoch = 0
-        if self.evaluation_due():
+        evaluated = self.evaluation_due()
+        if evaluated:
             self.evaluate()
-        self.checkpointer.save(state)
+        if evaluated or state.epoch == self.epochs:
+            self.checkpointer.save(state)
         return real, padded
 
     def evaluation_due(self) -> bool:
