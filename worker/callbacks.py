@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import tf_keras as keras
 
@@ -139,12 +139,18 @@ class StepEvaluation(keras.callbacks.Callback):
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
-    def __init__(self, counter: StepCounter, checkpointer: Checkpointer, every_steps: int) -> None:
+    """Every `every_steps` steps, or with "auto" when the checkpointer says one is due."""
+
+    def __init__(
+        self, counter: StepCounter, checkpointer: Checkpointer, every_steps: int | Literal["auto"]
+    ) -> None:
         super().__init__()
         self.counter, self.checkpointer, self.every_steps = counter, checkpointer, every_steps
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if reached(self.counter, self.every_steps):
+        every = self.every_steps
+        due = self.checkpointer.periodic_due() if every == "auto" else reached(self.counter, every)
+        if due:
             self.checkpointer.save(self.counter.state)
 
 

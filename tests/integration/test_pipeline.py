@@ -287,6 +287,24 @@ def test_resumed_run_ends_with_the_same_weights(
         )
 
 
+def test_auto_checkpoints_a_short_run_only_at_its_epoch_ends(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """`checkpoint_every_steps` "auto", the default: a run of seconds writes no periodic
+    checkpoint (the first is due after a minute), only its 3 epoch ends', and reports how
+    many it wrote and how long writing them took."""
+    spec = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        checkpoint_every_steps="auto",
+        keep_checkpoints=50,
+    )
+    metrics = train(spec, tmp_path, models_dir)
+    assert [c["global_step"] for c in list_checkpoints(tmp_path / "checkpoints")] == [25, 50, 75]
+    assert metrics["checkpoints_written"] == 3
+    assert 0 < metrics["checkpoint_seconds"] < metrics["train_seconds"]
+
+
 def test_max_steps_ends_inside_an_epoch_and_resumes_there(
     models_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:

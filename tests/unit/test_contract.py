@@ -23,7 +23,8 @@ def test_hyperparameter_defaults_are_auto_where_the_data_decides() -> None:
     assert (given.epochs, given.batch_size, given.learning_rate) == (3, 16, 5e-5)
     assert given.class_weight is None
     assert (hp.warmup_ratio, hp.weight_decay, hp.seed, hp.eval_every) == (0.1, 0.0, 42, "auto")
-    assert hp.early_stopping_patience is None and hp.checkpoint_every_steps > 0
+    assert hp.early_stopping_patience is None and hp.checkpoint_every_steps == "auto"
+    assert Hyperparameters(checkpoint_every_steps=200).checkpoint_every_steps == 200
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,8 @@ def test_hyperparameter_defaults_are_auto_where_the_data_decides() -> None:
         ({"warmup_ratio": 1.0}, "warmup_ratio"),
         ({"eval_every": 0}, "eval_every"),
         ({"eval_every": "sometimes"}, "eval_every"),
+        ({"checkpoint_every_steps": 0}, "checkpoint_every_steps"),
+        ({"checkpoint_every_steps": "often"}, "checkpoint_every_steps"),
         ({"epochs": True}, "epochs"),
         ({"trust_remote_code": True}, "trust_remote_code"),
     ],

@@ -247,6 +247,8 @@ def _run(
         "train_seconds": round(result.seconds, 2),
         "fit_seconds": round(result.fit_seconds, 2),
         "fit_cpu_seconds": round(result.fit_cpu_seconds, 2),
+        "checkpoints_written": result.checkpoints_written,
+        "checkpoint_seconds": round(result.checkpoint_seconds, 2),
         "total_seconds": round(time.monotonic() - started, 2),
         "real_tokens": result.real_tokens,
         "padded_tokens": result.padded_tokens,

@@ -54,6 +54,8 @@ class TrainResult:
     seconds: float
     fit_seconds: float  # inside model.fit only: the training steps (and checkpoints)
     fit_cpu_seconds: float  # CPU time of the process (all threads) over the same span
+    checkpoints_written: int  # by this process (a resumed run's earlier ones not counted)
+    checkpoint_seconds: float  # writing them, in and out of `fit`
     real_tokens: int
     padded_tokens: int
     batch_shapes: int
@@ -342,6 +344,8 @@ class Trainer:
             seconds=time.monotonic() - started,
             fit_seconds=self.fit_seconds,
             fit_cpu_seconds=self.fit_cpu_seconds,
+            checkpoints_written=self.checkpointer.written,
+            checkpoint_seconds=self.checkpointer.write_seconds,
             real_tokens=real_tokens,
             padded_tokens=padded_tokens,
             batch_shapes=len(self.shapes),
