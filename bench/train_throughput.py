@@ -218,6 +218,9 @@ def child_pipeline(setup: Setup, overrides: dict[str, Any]) -> dict[str, Any]:
         "precision": precision,
         "flops_per_token": metrics["flops_per_token"],
         "pipeline_seconds": metrics["total_seconds"],
+        # Written in `fit` (periodic) and between epochs; the recipes write none.
+        "checkpoints": metrics["checkpoints_written"],
+        "checkpoint_seconds": metrics["checkpoint_seconds"],
     }
 
 
@@ -373,7 +376,7 @@ def main() -> None:
             )
 
     def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name])
+        return statistics.median(r.get(key, 0) for r in results[name])
 
     base = (
         median("prepare", "real_tokens") / median("prepare", "seconds")
@@ -383,7 +386,7 @@ def main() -> None:
     header = (
         f"{'run':<16}{'precision':>16}{'train s':>9}{'cpu s':>7}{'real tok':>10}{'padded':>10}"
         f"{'pad eff':>8}{'real tok/s':>11}{'vs prepare':>11}{'fp32 ceil':>10}"
-        f"{'shapes':>7}{'traces':>7}{'val MCC':>8}{'RSS GB':>7}"
+        f"{'shapes':>7}{'traces':>7}{'val MCC':>8}{'RSS GB':>7}{'ckpts':>6}{'ckpt s':>7}"
     )
     print()
     print(header)
@@ -401,10 +404,12 @@ def main() -> None:
             f"{rate / ceiling_rate:>10.2f}{median(name, 'shapes'):>7.0f}"
             f"{median(name, 'traces'):>7.0f}{median(name, 'mcc'):>8.3f}"
             f"{max(r['peak_rss_gb'] for r in results[name]):>7.2f}"
+            f"{median(name, 'checkpoints'):>6.0f}{median(name, 'checkpoint_seconds'):>7.1f}"
         )
     print("\ntrain s: model.fit wall time (median); cpu s: the process's CPU time over it, all")
     print("threads (steadier than wall time on a shared machine)")
     print("fp32 ceil: real tokens/s as a share of (float32 matmul ceiling / 6 x dense weights)")
+    print("ckpts, ckpt s: checkpoints the pipeline wrote and the seconds writing them took")
     if args.json:
         args.json.write_text(json.dumps({"ceiling": ceiling, "runs": results}, indent=2))
 
