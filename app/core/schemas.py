@@ -178,9 +178,9 @@ class Hyperparameters(StrictModel):
         # each with Adam's slots, 0.6 to 2.5 s on the CPUs measured), more where steps are fast.
         default="auto",
         description="periodic checkpoints (besides the epoch ends where the run is validated): "
-        "a number of training steps, or 'auto': once the training since the last checkpoint "
-        "took at least 60 s and 50x the time the last checkpoint took to write, so writing "
-        "them costs at most about 2% of the run",
+        "a number of training steps, or 'auto': once the time since the last checkpoint is "
+        "at least 60 s and 50x what the last one took to write, so writing them costs at "
+        "most about 2% of the run",
     )
     keep_checkpoints: int = Field(default=3, ge=1, le=50)
     validation_fraction: float = Field(
