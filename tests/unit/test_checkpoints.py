@@ -22,13 +22,17 @@ def checkpointer(tmp_path: Path) -> Checkpointer:
     return Checkpointer(tmp_path / "checkpoints", model, optimizer, keep=3)
 
 
+def due_after(checkpointer: Checkpointer, seconds: float) -> bool:
+    """Whether a periodic checkpoint is due `seconds` after the last one."""
+    checkpointer.last_saved_at = time.monotonic() - seconds
+    return checkpointer.periodic_due()
+
+
 def test_first_periodic_checkpoint_after_a_minute(checkpointer: Checkpointer) -> None:
     assert checkpoints.AUTO_CHECKPOINT_MIN_SECONDS == 60
     assert not checkpointer.periodic_due()  # just started
-    checkpointer.last_saved_at = time.monotonic() - 59
-    assert not checkpointer.periodic_due()
-    checkpointer.last_saved_at = time.monotonic() - 61
-    assert checkpointer.periodic_due()
+    assert not due_after(checkpointer, 59)
+    assert due_after(checkpointer, 61)
 
 
 def test_slow_writes_space_checkpoints_to_fifty_times_their_cost(
@@ -39,14 +43,11 @@ def test_slow_writes_space_checkpoints_to_fifty_times_their_cost(
     assert checkpointer.write_seconds == checkpointer.last_write_seconds > 0
     assert not checkpointer.periodic_due()  # the clock restarts at each checkpoint
     # A small model writes in milliseconds: the minute decides.
-    checkpointer.last_saved_at = time.monotonic() - 61
-    assert checkpointer.periodic_due()
+    assert due_after(checkpointer, 61)
     # A write of 2.5 s (MiniLM with Adam's slots on a slow disk): every 125 s, 2% of the run.
     checkpointer.last_write_seconds = 2.5
-    checkpointer.last_saved_at = time.monotonic() - 120
-    assert not checkpointer.periodic_due()
-    checkpointer.last_saved_at = time.monotonic() - 126
-    assert checkpointer.periodic_due()
+    assert not due_after(checkpointer, 120)
+    assert due_after(checkpointer, 126)
 
 
 def test_rewriting_a_saved_steps_state_is_not_counted_as_a_write(
