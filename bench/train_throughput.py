@@ -167,6 +167,8 @@ def child_recipe(name: str, setup: Setup) -> dict[str, Any]:
         "shapes": shapes,
         "precision": "float32",
         "flops_per_token": model_flops_per_token(model),
+        "checkpoints": 0,  # the recipes write none
+        "checkpoint_seconds": 0.0,
     }
 
 
@@ -218,7 +220,7 @@ def child_pipeline(setup: Setup, overrides: dict[str, Any]) -> dict[str, Any]:
         "precision": precision,
         "flops_per_token": metrics["flops_per_token"],
         "pipeline_seconds": metrics["total_seconds"],
-        # Written in `fit` (periodic) and between epochs; the recipes write none.
+        # Written in `fit` (periodic) and between epochs.
         "checkpoints": metrics["checkpoints_written"],
         "checkpoint_seconds": metrics["checkpoint_seconds"],
     }
@@ -376,7 +378,7 @@ def main() -> None:
             )
 
     def median(name: str, key: str) -> float:
-        return statistics.median(r.get(key, 0) for r in results[name])
+        return statistics.median(r[key] for r in results[name])
 
     base = (
         median("prepare", "real_tokens") / median("prepare", "seconds")
