@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import tf_keras as keras
 
 from app.core.schemas import Progress
@@ -21,24 +22,39 @@ from worker.reporter import Reporter, StopSignal
 
 
 class StepCounter(keras.callbacks.Callback):
-    """Keeps the position in the epoch from Keras' batch index.
+    """Keeps the position in the epoch from Keras' batch index, and the epoch's mean loss.
 
     With `steps_per_execution` > 1, Keras calls batch-end callbacks once per execution with the
     index of its last step, so positions advance by up to that many steps at a time; the
     callbacks below act when a step count they watch for has been reached or passed.
+
+    Keras' `loss` is the mean over this `fit` call's batches, and a resumed epoch's call covers
+    only its rest, so the mean of the part trained before the checkpoint is kept in the state
+    and the two are weighted by their rows (as Keras weights per-row losses; a loss that is one
+    number per batch, as token classification's, makes a resumed epoch's figure a close
+    estimate). An uninterrupted epoch's figure is Keras' own.
     """
 
-    def __init__(self, state: TrainState) -> None:
+    def __init__(self, state: TrainState, rows_per_step: np.ndarray) -> None:
         super().__init__()
         self.state = state
+        self.rows_per_step = rows_per_step
         self.start_in_epoch = state.step_in_epoch
         self.start_global = state.global_step
         self.previous_global = state.global_step
+        self.loss_before, self.rows_before = state.epoch_loss_so_far, state.epoch_rows_so_far
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.previous_global = self.state.global_step
         self.state.step_in_epoch = self.start_in_epoch + batch + 1
         self.state.global_step = self.start_global + batch + 1
+        loss = float((logs or {}).get("loss", math.nan))
+        rows = int(self.rows_per_step[self.start_in_epoch : self.state.step_in_epoch].sum())
+        total = self.rows_before + rows
+        self.state.epoch_loss_so_far = (self.loss_before * self.rows_before + loss * rows) / max(
+            total, 1
+        )
+        self.state.epoch_rows_so_far = total
 
 
 def reached(counter: StepCounter, every_steps: int) -> bool:

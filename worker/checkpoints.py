@@ -37,6 +37,10 @@ class TrainState:
     global_step: int = 0
     evaluations: list[Evaluation] = field(default_factory=list)
     epoch_losses: list[float] = field(default_factory=list)
+    # The epoch in progress's mean training loss so far and the rows it covers, so that an
+    # epoch resumed part-way (or at its very last step) still reports its whole loss.
+    epoch_loss_so_far: float = 0.0
+    epoch_rows_so_far: int = 0
     best_value: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0

@@ -278,12 +278,63 @@ def test_resumed_run_ends_with_the_same_weights(
     assert metrics["resumed_from_step"] == resumed_from
     assert any(data.get("resumed") for _, _, data in reporter.events)
     assert reporter.steps[0] == min(resumed_from + steps_per_execution, 50)
+    # The epoch the crash cut short reports its whole loss, not only the resumed part's.
+    losses = [
+        json.loads((tmp_path / run / "model" / "history.json").read_text())["epoch_train_loss"]
+        for run in ("straight", "resumed")
+    ]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     straight = final_weights(tmp_path / "straight" / "model")
     resumed = final_weights(tmp_path / "resumed" / "model")
     assert straight.keys() == resumed.keys()
     for name in straight:
         np.testing.assert_allclose(
             resumed[name], straight[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+
+
+def test_a_run_resumed_at_an_epochs_last_step_evaluates_there_and_ends_the_same(
+    models_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """2 epochs of 25 steps, validated every 5 and checkpointed every 25: the checkpoint at
+    step 25 is written inside `fit`, before the epoch's end, whose validation the loop runs.
+    A crash in that validation leaves the checkpoint at the epoch's very last step; the resumed
+    run trains nothing of epoch 1, validates at 25 as the straight run did, and ends with its
+    weights, validations and per-epoch losses."""
+    spec = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        epochs=2,
+        eval_every=5,
+        checkpoint_every_steps=25,
+        keep_checkpoints=50,
+    )
+    straight = Recorder()
+    train(spec, tmp_path / "straight", models_dir, straight)
+    assert [e.step for e in straight.evaluations] == list(range(5, 51, 5))
+    with pytest.raises(RuntimeError, match="simulated crash evaluating step 25"):
+        train(spec, tmp_path / "resumed", models_dir, Recorder(crash_evaluating_at=25))
+    (saved,) = list_checkpoints(tmp_path / "resumed" / "checkpoints")
+    state = json.loads((tmp_path / "resumed" / "checkpoints" / "ckpt-25.state.json").read_text())
+    assert saved["global_step"] == 25 and (state["epoch"], state["step_in_epoch"]) == (0, 25)
+    resumed = Recorder()
+    metrics = train(spec, tmp_path / "resumed", models_dir, resumed)
+    assert metrics["resumed_from_step"] == 25
+    assert resumed.steps[0] == 26  # nothing of epoch 1 trained again
+    assert resumed.evaluations == straight.evaluations[4:]
+    histories = [
+        json.loads((tmp_path / run / "model" / "history.json").read_text())
+        for run in ("straight", "resumed")
+    ]
+    assert histories[0]["evaluations"] == histories[1]["evaluations"]
+    np.testing.assert_allclose(
+        histories[1]["epoch_train_loss"], histories[0]["epoch_train_loss"], rtol=1e-5
+    )
+    straight_weights = final_weights(tmp_path / "straight" / "model")
+    resumed_weights = final_weights(tmp_path / "resumed" / "model")
+    for name in straight_weights:
+        np.testing.assert_allclose(
+            resumed_weights[name], straight_weights[name], rtol=1e-5, atol=1e-6, err_msg=name
         )
 
 

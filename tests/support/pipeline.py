@@ -31,13 +31,18 @@ class Recorder(LogReporter):
     """Keeps everything reported; can ask to stop, or crash, at a given step."""
 
     def __init__(
-        self, stop_at: int | None = None, signal: StopSignal = "cancel", crash_at: int | None = None
+        self,
+        stop_at: int | None = None,
+        signal: StopSignal = "cancel",
+        crash_at: int | None = None,
+        crash_evaluating_at: int | None = None,
     ) -> None:
         super().__init__()
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.steps: list[int] = []
         self.evaluations: list[Evaluation] = []
         self.stop_at, self.signal, self.crash_at = stop_at, signal, crash_at
+        self.crash_evaluating_at = crash_evaluating_at
 
     def event(self, type: str, message: str, **data: Any) -> None:
         self.events.append((type, message, data))
@@ -48,6 +53,8 @@ class Recorder(LogReporter):
             raise RuntimeError(f"simulated crash at step {progress.step}")
 
     def evaluation(self, record: Evaluation) -> None:
+        if self.crash_evaluating_at is not None and record.step >= self.crash_evaluating_at:
+            raise RuntimeError(f"simulated crash evaluating step {record.step}")
         self.evaluations.append(record)
 
     def stop_requested(self) -> StopSignal:

@@ -379,7 +379,7 @@ class Trainer:
             epoch=state.epoch + 1,
             step=state.global_step,
         )
-        counter = StepCounter(state)
+        counter = StepCounter(state, plan.rows)
         progress = ProgressCallback(
             counter, plan, self.reporter, self.epochs, self.total_steps, hp.log_every_steps
         )
@@ -396,7 +396,7 @@ class Trainer:
             collate = self.task.collator(self.tokenizer, self.buckets, hp, state.epoch)
             batches = train_batches(self.model, self.train_ds, plan, collate, skip)
             fit_started, cpu_started = time.monotonic(), time.process_time()
-            history = self.model.fit(
+            self.model.fit(
                 batches,
                 epochs=state.epoch + 1,
                 initial_epoch=state.epoch,
@@ -406,10 +406,6 @@ class Trainer:
             )
             self.fit_seconds += time.monotonic() - fit_started
             self.fit_cpu_seconds += time.process_time() - cpu_started
-            losses = history.history.get("loss") or [math.nan]
-            epoch_loss = float(losses[-1])
-        else:
-            epoch_loss = math.nan
         if watcher.signal is not None:
             if self.checkpointer.last_saved_step != state.global_step:
                 self.checkpointer.save(state)
@@ -418,9 +414,10 @@ class Trainer:
             raise JobInterrupted(state.global_step)
         if self.stopped_early:
             return real, padded
-        state.epoch_losses.append(round(epoch_loss, 6))
+        state.epoch_losses.append(round(state.epoch_loss_so_far, 6))
         state.epoch += 1
         state.step_in_epoch = 0
+        state.epoch_loss_so_far, state.epoch_rows_so_far = 0.0, 0
         evaluated = self.evaluation_due()
         if evaluated:
             self.evaluate()
