@@ -97,6 +97,53 @@ def test_each_precision_trains_a_usable_float32_model(
     assert {w.dtype.name for w in model.weights} == {"float32"}  # saved weights are float32
 
 
+def test_mixed_float16_the_gpu_default_checkpoints_resumes_and_warm_starts(
+    models_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mixed_float16, the precision "auto" picks on a GPU, where Keras wraps the optimizer for
+    loss scaling. There is no GPU here, so the device check is told there is one and
+    TensorFlow's CPU float16 kernels run the very same code path. The run learns, writes its
+    checkpoints (the first save used to fail: the wrapped optimizer's slots were reached by
+    two paths), a warm start ends with the cold run's exact weights, and a run crashed at step
+    37 resumes from 35 (loss scale included) and ends with them too."""
+    from worker import hardware
+    from worker.pipeline import warm
+
+    monkeypatch.setattr(hardware, "configure_devices", lambda: ["/physical_device:GPU:0"])
+    warm.configure(2)
+    warm.compiled_models.items.clear()
+    spec = spec_for(
+        data_dir / "train.csv",
+        data_dir / "validation.csv",
+        learning_rate=2e-3,  # see test_trains_saves_and_loads_back
+        precision="mixed_float16",
+        seed=5,
+    )
+    try:
+        cold = train(spec, tmp_path / "cold", models_dir)
+        warm_metrics = train(spec, tmp_path / "warm", models_dir)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=37))
+        resumed = train(spec, tmp_path / "resumed", models_dir)
+    finally:
+        warm.compiled_models.items.clear()  # float16 models: of no use to later tests
+    assert cold["final"]["accuracy"] > 0.9, cold
+    job = json.loads((tmp_path / "cold" / "model" / "job.json").read_text())
+    assert job["precision"] == "mixed_float16"
+    assert len(list_checkpoints(tmp_path / "cold" / "checkpoints")) == 3  # keep_checkpoints
+    assert (cold["train_step_traces"], warm_metrics["train_step_traces"]) == (1, 0)
+    assert resumed["resumed_from_step"] == 35
+    cold_weights = final_weights(tmp_path / "cold" / "model")
+    warm_weights = final_weights(tmp_path / "warm" / "model")
+    resumed_weights = final_weights(tmp_path / "resumed" / "model")
+    for name in cold_weights:
+        assert cold_weights[name].dtype == np.float32, name
+        np.testing.assert_array_equal(warm_weights[name], cold_weights[name], err_msg=name)
+        np.testing.assert_allclose(
+            resumed_weights[name], cold_weights[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
+
+
 def test_under_mixed_precision_the_head_outputs_float32(models_dir: Path) -> None:
     """The encoder computes in bfloat16, the output layer in float32: a regression output
     near 2.5 would otherwise move in steps of 0.016."""

@@ -186,11 +186,14 @@ class Trainer:
             )
             create_step_variables(model, optimizer, task, labels)
             self.compiled = CompiledModel(model, optimizer, schedule)
-        self.optimizer = self.compiled.optimizer
         self.traces_before = self.train_step_traces()
         seed_dropout(model, hp.seed)
+        # The optimizer as the model holds it: under mixed_float16 Keras wraps ours for loss
+        # scaling, and the wrapper is what a checkpoint must save (the loss scale is state too).
+        # Handing it ours beside the model would reach our slots by two paths, which
+        # TensorFlow refuses at the first save.
         self.checkpointer = Checkpointer(
-            checkpoint_dir, model, self.optimizer, hp.keep_checkpoints, reporter.assert_owner
+            checkpoint_dir, model, model.optimizer, hp.keep_checkpoints, reporter.assert_owner
         )
         self.buckets = length_buckets(
             column_array(train_ds, LENGTH), hp.length_buckets, hp.pad_to_multiple_of
