@@ -13,7 +13,7 @@ import pytest
 import worker  # noqa: F401  (Keras 2 before TensorFlow)
 from app.core.layout import list_checkpoints
 from tests.support.factories import NEUTRAL, sentiment_rows, write_csv
-from tests.support.pipeline import Recorder, final_weights, spec_for, train
+from tests.support.pipeline import Recorder, assert_same_weights, final_weights, spec_for, train
 from worker.errors import DataNotFound, InvalidInput, JobCancelled, ModelNotFound
 
 
@@ -133,15 +133,10 @@ def test_mixed_float16_the_gpu_default_checkpoints_resumes_and_warm_starts(
     assert len(list_checkpoints(tmp_path / "cold" / "checkpoints")) == 3  # keep_checkpoints
     assert (cold["train_step_traces"], warm_metrics["train_step_traces"]) == (1, 0)
     assert resumed["resumed_from_step"] == 35
-    cold_weights = final_weights(tmp_path / "cold" / "model")
-    warm_weights = final_weights(tmp_path / "warm" / "model")
-    resumed_weights = final_weights(tmp_path / "resumed" / "model")
-    for name in cold_weights:
-        assert cold_weights[name].dtype == np.float32, name
-        np.testing.assert_array_equal(warm_weights[name], cold_weights[name], err_msg=name)
-        np.testing.assert_allclose(
-            resumed_weights[name], cold_weights[name], rtol=1e-5, atol=1e-6, err_msg=name
-        )
+    cold_model = tmp_path / "cold" / "model"
+    assert {w.dtype.name for w in final_weights(cold_model).values()} == {"float32"}
+    assert_same_weights(cold_model, tmp_path / "warm" / "model", exact=True)
+    assert_same_weights(cold_model, tmp_path / "resumed" / "model")
 
 
 def test_under_mixed_precision_the_head_outputs_float32(models_dir: Path) -> None:
@@ -331,13 +326,7 @@ def test_resumed_run_ends_with_the_same_weights(
         for run in ("straight", "resumed")
     ]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
-    straight = final_weights(tmp_path / "straight" / "model")
-    resumed = final_weights(tmp_path / "resumed" / "model")
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        np.testing.assert_allclose(
-            resumed[name], straight[name], rtol=1e-5, atol=1e-6, err_msg=name
-        )
+    assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
 
 
 def test_a_run_resumed_at_an_epochs_last_step_evaluates_there_and_ends_the_same(
@@ -377,12 +366,7 @@ def test_a_run_resumed_at_an_epochs_last_step_evaluates_there_and_ends_the_same(
     np.testing.assert_allclose(
         histories[1]["epoch_train_loss"], histories[0]["epoch_train_loss"], rtol=1e-5
     )
-    straight_weights = final_weights(tmp_path / "straight" / "model")
-    resumed_weights = final_weights(tmp_path / "resumed" / "model")
-    for name in straight_weights:
-        np.testing.assert_allclose(
-            resumed_weights[name], straight_weights[name], rtol=1e-5, atol=1e-6, err_msg=name
-        )
+    assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
 
 
 def test_auto_checkpoints_a_short_run_only_at_its_epoch_ends(
@@ -429,12 +413,7 @@ def test_max_steps_ends_inside_an_epoch_and_resumes_there(
         train(spec, tmp_path / "resumed", models_dir, Recorder(crash_at=37))
     metrics = train(spec, tmp_path / "resumed", models_dir, Recorder())
     assert metrics["resumed_from_step"] == 35 and metrics["global_step"] == 40
-    straight = final_weights(tmp_path / "straight" / "model")
-    resumed = final_weights(tmp_path / "resumed" / "model")
-    for name in straight:
-        np.testing.assert_allclose(
-            resumed[name], straight[name], rtol=1e-5, atol=1e-6, err_msg=name
-        )
+    assert_same_weights(tmp_path / "straight" / "model", tmp_path / "resumed" / "model")
 
 
 def test_a_warm_worker_reuses_data_and_weights_and_trains_the_same(
@@ -513,11 +492,7 @@ def test_a_warm_start_skips_tracing_and_ends_with_a_cold_starts_weights(
     assert any(data.get("warm_start") for _, data in stages), stages
     assert warm_metrics["train_step_traces"] == 0
     assert cold_metrics["train_step_traces"] == 1
-    warm_weights = final_weights(tmp_path / "warm" / "model")
-    cold_weights = final_weights(tmp_path / "cold" / "model")
-    assert warm_weights.keys() == cold_weights.keys()
-    for name in cold_weights:
-        np.testing.assert_array_equal(warm_weights[name], cold_weights[name], err_msg=name)
+    assert_same_weights(tmp_path / "cold" / "model", tmp_path / "warm" / "model", exact=True)
     assert warm_metrics["evaluations"] == cold_metrics["evaluations"]
     # The first job's names (labels, threshold) do not leak into the second's model.
     warm_config = json.loads((tmp_path / "warm" / "model" / "config.json").read_text())
@@ -711,11 +686,7 @@ def test_auto_validates_many_passes_over_a_small_set_every_few_epochs(
     assert "every 2 epochs (4 steps) and at the end" in job["auto"]["eval_every"]["reason"]
     assert auto_metrics["final"] == every_epoch_metrics["final"]
     assert auto.evaluations[-1] == every_epoch.evaluations[-1]
-    auto_weights = final_weights(tmp_path / "auto" / "model")
-    every_epoch_weights = final_weights(tmp_path / "epoch" / "model")
-    assert auto_weights.keys() == every_epoch_weights.keys()
-    for name in auto_weights:
-        np.testing.assert_array_equal(auto_weights[name], every_epoch_weights[name], err_msg=name)
+    assert_same_weights(tmp_path / "epoch" / "model", tmp_path / "auto" / "model", exact=True)
 
     def saved_steps(run: str) -> list[int]:
         return [c["global_step"] for c in list_checkpoints(tmp_path / run / "checkpoints")]
@@ -733,8 +704,4 @@ def test_auto_validates_many_passes_over_a_small_set_every_few_epochs(
     assert resumed_metrics["resumed_from_step"] == 4
     assert [e.step for e in resumed.evaluations] == [8, 12, 16, 20]
     assert resumed_metrics["final"] == auto_metrics["final"]
-    resumed_weights = final_weights(tmp_path / "resumed" / "model")
-    for name in auto_weights:
-        np.testing.assert_allclose(
-            resumed_weights[name], auto_weights[name], rtol=1e-5, atol=1e-6, err_msg=name
-        )
+    assert_same_weights(tmp_path / "auto" / "model", tmp_path / "resumed" / "model")

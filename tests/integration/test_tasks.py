@@ -19,15 +19,8 @@ from tests.support.factories import (
     write_csv,
     write_jsonl,
 )
-from tests.support.pipeline import Recorder, final_weights, spec_for, train
+from tests.support.pipeline import Recorder, assert_same_weights, spec_for, train
 from worker.errors import InvalidInput
-
-
-def assert_same_weights(first: Path, second: Path) -> None:
-    a, b = final_weights(first), final_weights(second)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def assert_resume_is_exact(spec: Any, models_dir: Path, tmp_path: Path, crash_at: int) -> None:

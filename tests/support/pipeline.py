@@ -109,3 +109,15 @@ def final_weights(folder: Path) -> dict[str, np.ndarray]:
             )
         )
     return weights
+
+
+def assert_same_weights(first: Path, second: Path, exact: bool = False) -> None:
+    """Two saved models hold the same weights: bit for bit (`exact`: a warm start's against a
+    cold one's), or to float32 round-off (a resumed run's, which re-reads restored state)."""
+    a, b = final_weights(first), final_weights(second)
+    assert a.keys() == b.keys()
+    for name in a:
+        if exact:
+            np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
