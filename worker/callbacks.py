@@ -43,17 +43,19 @@ class StepCounter(keras.callbacks.Callback):
         self.start_global = state.global_step
         self.previous_global = state.global_step
         self.loss_before, self.rows_before = state.epoch_loss_so_far, state.epoch_rows_so_far
+        self.rows_this_call = 0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.previous_global = self.state.global_step
+        done_before = self.state.step_in_epoch
         self.state.step_in_epoch = self.start_in_epoch + batch + 1
         self.state.global_step = self.start_global + batch + 1
+        self.rows_this_call += int(self.rows_per_step[done_before : self.state.step_in_epoch].sum())
         loss = float((logs or {}).get("loss", math.nan))
-        rows = int(self.rows_per_step[self.start_in_epoch : self.state.step_in_epoch].sum())
-        total = self.rows_before + rows
-        self.state.epoch_loss_so_far = (self.loss_before * self.rows_before + loss * rows) / max(
-            total, 1
-        )
+        total = self.rows_before + self.rows_this_call
+        self.state.epoch_loss_so_far = (
+            self.loss_before * self.rows_before + loss * self.rows_this_call
+        ) / max(total, 1)
         self.state.epoch_rows_so_far = total
 
 
