@@ -34,11 +34,15 @@ demo: install
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+# Two processes (pytest-xdist), each test file kept whole in one of them (its fixtures and its
+# order as written); each process runs its own session Redis, API and worker.
+TEST_PROCESSES ?= 2
+
 test: install browser
-	$(PY) -m pytest -q -rs --durations=30
+	$(PY) -m pytest -q -rs --durations=30 -n $(TEST_PROCESSES) --dist loadfile
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_PROCESSES) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .

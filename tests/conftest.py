@@ -64,7 +64,8 @@ def service(
             FINETUNE_OPERATOR_KEY=OPERATOR_KEY,
         ),
         free_port(),
-        ARTIFACTS / "logs",
+        # One folder per pytest-xdist process: each runs its own session service.
+        ARTIFACTS / "logs" / os.environ.get("PYTEST_XDIST_WORKER", "main"),
     )
     svc.start_api()
     svc.start_worker("main")
