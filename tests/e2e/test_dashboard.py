@@ -147,15 +147,14 @@ def test_dashboard_upload_form_submits_a_job(
     page.wait_for_function(
         "() => document.getElementById('events')?.textContent.includes('auto hyperparameters')"
     )
-    assert "batch_size 8 (360 training rows (a small set" in page.inner_text("#events")
+    assert "batch_size 16" in page.inner_text("#events")
     shown = page.evaluate(
         "() => Object.fromEntries([...document.querySelectorAll('#hyper tr')]"
         ".map(r => [r.cells[0].textContent, r.cells[1].textContent]))"
     )
-    # 360 rows in batches of 8: 45 steps an epoch, so 30 steps are 1 pass.
     assert (shown["batch_size"], shown["epochs"], shown["max_steps"]) == (
-        "auto: 8",
-        "auto: 1",
+        "auto: 16",
+        "auto: 2",
         "30",
     )
     assert shown["learning_rate"] == "0.005"

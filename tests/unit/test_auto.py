@@ -26,8 +26,8 @@ def test_a_small_data_set_gets_many_passes_decayed() -> None:
     # beat 16 on every seed (300 SST-2 rows): 38 steps an epoch.
     assert (hp.batch_size, hp.epochs, hp.learning_rate) == (8, 20, 5e-5)
     assert chosen.reasons["batch_size"]["reason"] == (
-        "300 training rows (a small set: 20 epochs of 8 make 760 optimizer steps, twice what "
-        "batches of 16 would)"
+        "300 training rows (a small set: 20 epochs of 8 make 760 optimizer steps, about twice "
+        "what batches of 16 would)"
     )
     assert "38 steps per epoch" in chosen.reasons["epochs"]["reason"]
     assert "2-20 epochs" in chosen.reasons["epochs"]["reason"]
@@ -103,6 +103,9 @@ def test_only_sets_whose_passes_stay_under_the_step_target_get_smaller_batches()
     assert (at_481.batch_size, at_481.epochs) == (16, 20)
     given = AUTO.model_copy(update={"batch_size": 32})
     assert resolve_auto(given, 300, SHORT[:300], None, 384).hyperparameters.batch_size == 32
+    # Steps given: batches of 8 would only see half the rows in them.
+    capped = AUTO.model_copy(update={"max_steps": 30})
+    assert resolve_auto(capped, 300, SHORT[:300], None, 384).hyperparameters.batch_size == 16
 
 
 def test_values_given_are_kept_and_only_auto_is_explained() -> None:
