@@ -646,15 +646,14 @@ def test_auto_hyperparameters_are_resolved_and_recorded(
     reporter = Recorder()
     metrics = train(spec, tmp_path, models_dir, reporter)
     job = json.loads((tmp_path / "model" / "job.json").read_text())
-    # 54 rows, a small set: batches of 8, 7 steps an epoch, so 20 epochs (the cap) towards 1200
-    # steps; the tiny model is 32 wide: a small model's rate, not doubled over 20 passes.
-    assert job["hyperparameters"]["epochs"] == 20 and job["hyperparameters"]["batch_size"] == 8
+    # 54 rows of batch 16: 4 steps an epoch, so 20 epochs (the cap) towards 1200 steps; the
+    # tiny model is 32 wide: a small model's rate, not doubled over 20 passes.
+    assert job["hyperparameters"]["epochs"] == 20 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["learning_rate"] == 5e-5
     assert set(job["auto"]) == {"epochs", "batch_size", "learning_rate", "eval_every"}
     assert job["hyperparameters"]["eval_every"] == "epoch"  # 6 validation rows: cheap
-    assert "a small set: 20 epochs of 8 make 140" in job["auto"]["batch_size"]["reason"]
-    assert "7 steps per epoch" in job["auto"]["epochs"]["reason"]
-    assert metrics["global_step"] == 140
+    assert "4 steps per epoch" in job["auto"]["epochs"]["reason"]
+    assert metrics["global_step"] == 80
     assert any(m.startswith("auto hyperparameters: ") for _, m, _ in reporter.events)
 
 

@@ -56,7 +56,7 @@ def test_upload_submit_poll_download_predict(
         hyperparameters={"epochs": 3},
         metadata={"team": "nlp"},
     )
-    assert job.status == "queued" and job.hyperparameters.lr_scheduler == "auto"  # the default
+    assert job.status == "queued" and job.hyperparameters.batch_size == "auto"  # the default
     done = finish(alice, job.id)
     assert done.status == "succeeded", done.error
     assert done.metrics["accuracy"] > 0.9 and done.warnings == []
@@ -73,11 +73,12 @@ def test_upload_submit_poll_download_predict(
         "running",
         "succeeded",
     ]
-    # What the defaults' "auto" became, once the worker had the data (400 rows, batches of 16
-    # given): 3 epochs of 25 steps held constant; balanced labels, no class weights; validated
-    # after each epoch (3 epochs of 400 rows against 60 validation rows: cheap and few).
+    # What the defaults' "auto" became, once the worker had the data: 400 rows, batch 16;
+    # 3 epochs of 25 steps held constant; balanced labels, no class weights; validated after
+    # each epoch (3 epochs of 400 rows against 60 validation rows: cheap and few).
     chosen = next(e.data["auto"] for e in events if e.type == "stage" and "auto" in e.data)
     assert {name: c["value"] for name, c in chosen.items()} == {
+        "batch_size": 16,
         "lr_scheduler": "constant",
         "class_weight": None,
         "eval_every": "epoch",

@@ -19,14 +19,7 @@ from tests.support.factories import entity_rows, topic_rows, write_csv, write_js
 
 DONE = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 # float32 whatever the machine: the batch's scores are compared with the job's own.
-# Batches of 16 given: the tiny model's high rate is too high for the 8 "auto" gives small sets.
-QUICK = {
-    "epochs": 3,
-    "batch_size": 16,
-    "learning_rate": 0.005,
-    "checkpoint_every_steps": 50,
-    "precision": "float32",
-}
+QUICK = {"epochs": 3, "learning_rate": 0.005, "checkpoint_every_steps": 50, "precision": "float32"}
 
 
 def train(client: Client, body: dict[str, Any]) -> Job:

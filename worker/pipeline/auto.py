@@ -23,15 +23,14 @@ and 0.766, 0.725, 0.752 (median 0.752) with 20 epochs at 5e-5 decayed linearly; 
 at 5e-5 tie 20 there (medians of six seeds 0.749 and 0.754) in a fifth of the time, but fall
 behind on harder data, on every seed measured (300 CoLA rows: MCC 0.014 or less with balanced
 weights against 0.044 for 20 passes; 2,000 CoLA rows: 0.094 against 0.144 for 10). So: a batch
-size that keeps memory in bounds for long rows (a smaller one for sets so small that 20 passes
-stay under the step target: 300 SST-2 rows scored higher at 8 than at 16 on every seed), enough
-epochs to reach about `TARGET_STEPS` optimizer steps (between `MIN_EPOCHS` and `MAX_EPOCHS`),
-more when the rarest class would be seen too seldom, a peak learning rate by model width
-(doubled for short runs of one or two passes, 3e-5 for small models on long ones), with
-`lr_scheduler: "auto"` linear decay for runs of `LONG_RUN_STEPS` or more, of `MANY_EPOCHS` or
-more, or with class weights (constant otherwise), with `class_weight: "auto"`, balanced class
-weights for imbalanced labels, and, with `eval_every: "auto"`, an evaluation after every epoch
-unless many passes over a small training set would spend as long validating as training.
+size that keeps memory in bounds for long rows, enough epochs to reach about `TARGET_STEPS`
+optimizer steps (between `MIN_EPOCHS` and `MAX_EPOCHS`), more when the rarest class would be
+seen too seldom, a peak learning rate by model width (doubled for short runs of one or two
+passes, 3e-5 for small models on long ones), with `lr_scheduler: "auto"` linear decay for runs
+of `LONG_RUN_STEPS` or more, of `MANY_EPOCHS` or more, or with class weights (constant
+otherwise), with `class_weight: "auto"`, balanced class weights for imbalanced labels, and,
+with `eval_every: "auto"`, an evaluation after every epoch unless many passes over a small
+training set would spend as long validating as training.
 """
 
 from __future__ import annotations
@@ -50,7 +49,6 @@ LARGE_EPOCH_STEPS = 5000  # an epoch this long is enough on its own: one epoch
 MIN_MINORITY_VIEWS = 300  # rows of the rarest class seen over training, at least
 LARGE_DATA_ROWS = 20_000
 LONG_ROWS = 256  # tokens at the 95th percentile: halve the batch
-SMALL_DATA_BATCH = 8  # for sets whose MAX_EPOCHS passes of 8 stay within TARGET_STEPS
 SHORT_RUN_STEPS = 600  # fewer optimizer steps than this in at most SHORT_RUN_PASSES: doubled rate
 SHORT_RUN_PASSES = 2
 MANY_EPOCHS = 10  # this many passes or more: a decay to 0 has time to help
@@ -87,7 +85,12 @@ def resolve_auto(
     reasons: dict[str, dict[str, Any]] = {}
     batch_size = hp.batch_size
     if batch_size == "auto":
-        batch_size, why = auto_batch_size(rows, lengths, steps_given=hp.max_steps is not None)
+        p95 = int(np.percentile(lengths, 95)) if len(lengths) else 0
+        batch_size = 32 if rows > LARGE_DATA_ROWS else 16
+        why = f"{rows} training rows" + (" (a large set)" if rows > LARGE_DATA_ROWS else "")
+        if p95 > LONG_ROWS:
+            batch_size //= 2
+            why += f", long rows ({p95} tokens at the 95th percentile)"
         reasons["batch_size"] = {"value": batch_size, "reason": why}
     epochs = hp.epochs
     steps_per_epoch = max(math.ceil(rows / batch_size), 1)
@@ -144,33 +147,6 @@ def resolve_auto(
         }
     )
     return AutoChoices(resolved, reasons)
-
-
-def auto_batch_size(rows: int, lengths: np.ndarray, steps_given: bool) -> tuple[int, str]:
-    """16 (32 for a large set), halved for long rows to keep memory in bounds, and
-    `SMALL_DATA_BATCH` for a set so small that even `MAX_EPOCHS` passes of it stay within about
-    `TARGET_STEPS` optimizer steps (480 rows or fewer): the same passes then make about twice
-    the steps. 300 SST-2 rows, 20 epochs at 5e-5 decayed, seeds 1, 2, 3: accuracy 0.770,
-    0.740, 0.783 at batch 8 against 0.766, 0.728, 0.752 at 16 (medians 0.770 and 0.752), 126 s
-    a run either way; 300 CoLA rows, which teach a small model almost nothing: MCC medians
-    0.028 against 0.025 (a tie), 1.3x the time. Not when `max_steps` fixes the steps (batches
-    of 8 would then see half the rows), nor for larger sets, where they would reach the step
-    target in fewer passes: neither was measured."""
-    p95 = int(np.percentile(lengths, 95)) if len(lengths) else 0
-    by_size = 32 if rows > LARGE_DATA_ROWS else 16
-    batch_size = by_size
-    why = f"{rows} training rows" + (" (a large set)" if rows > LARGE_DATA_ROWS else "")
-    if p95 > LONG_ROWS:
-        batch_size = by_size // 2
-        why += f", long rows ({p95} tokens at the 95th percentile)"
-    small_steps = MAX_EPOCHS * math.ceil(rows / SMALL_DATA_BATCH)
-    if small_steps <= TARGET_STEPS and batch_size > SMALL_DATA_BATCH and not steps_given:
-        batch_size = SMALL_DATA_BATCH
-        why += (
-            f" (a small set: {MAX_EPOCHS} epochs of {SMALL_DATA_BATCH} make {small_steps} "
-            f"optimizer steps, about twice what batches of {by_size} would)"
-        )
-    return batch_size, why
 
 
 def auto_eval_every(
